@@ -1,0 +1,81 @@
+"""Appending to a conversation's change log, the one place seqs are handed out.
+
+`lock_conversation` takes the conversation's row lock (SELECT ... FOR UPDATE).
+Holding it until commit makes the seqs of one conversation commit in the order
+they were taken, with no gap: a device that has seen seq N has seen 1..N.
+A global serial id does not have this property (id 105 can commit before 104).
+"""
+
+import json
+
+from django.db import transaction
+
+from realtime_sync.errors import NotFound
+from realtime_sync.events import Event, dumps
+from realtime_sync.publish import publish_on_commit
+
+from .models import Change, Conversation
+
+
+def lock_conversation(conversation_id: int) -> Conversation:
+    """The conversation, row-locked until the surrounding transaction ends."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("lock_conversation must run inside transaction.atomic")
+    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+    if conversation is None:
+        raise NotFound("Conversation not found.")
+    return conversation
+
+
+def take_next_seq(conversation: Conversation) -> int:
+    """Reserve the conversation's next seq; `conversation` must be locked."""
+    conversation.last_seq += 1
+    conversation.save(update_fields=["last_seq"])
+    return conversation.last_seq
+
+
+def record_change(
+    conversation: Conversation,
+    seq: int,
+    kind: str,
+    payload: dict,
+    *,
+    actor=None,
+    message=None,
+    notify_user_ids=(),
+) -> Change:
+    """Record the change at a seq taken with `take_next_seq` and publish it after commit.
+
+    `notify_user_ids` are users who must hear of the change even if they are not
+    (or no longer) subscribed to the conversation: a member just added or removed.
+    """
+    if seq != conversation.last_seq:
+        raise RuntimeError("record_change must use the seq just taken for this conversation")
+    # Round-trip through JSON so the stored payload and the live frame agree exactly.
+    stored_payload = json.loads(dumps(payload))
+    change = Change.objects.create(
+        conversation=conversation,
+        seq=seq,
+        kind=kind,
+        payload=stored_payload,
+        actor=actor,
+        message=message,
+    )
+    publish_on_commit(change_event(change), user_ids=notify_user_ids)
+    return change
+
+
+def append_change(conversation: Conversation, kind: str, payload: dict, **options) -> Change:
+    """Take the next seq and record the change at it (see `record_change`)."""
+    return record_change(conversation, take_next_seq(conversation), kind, payload, **options)
+
+
+def change_event(change: Change) -> Event:
+    user = change.payload.get("user") if change.kind.startswith("member.") else None
+    return Event(
+        kind=change.kind,
+        conversation_id=change.conversation_id,
+        seq=change.seq,
+        payload=change.payload,
+        meta={"user_id": user["id"]} if user else {},
+    )

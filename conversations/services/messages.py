@@ -1,0 +1,169 @@
+"""Sending, editing and deleting messages.
+
+Sends are idempotent on (sender, client_msg_id): a retry after a lost reply
+returns the original message. Edits name the version they were based on; a
+stale one is refused with the current state, never merged. A delete leaves a
+tombstone in the log and wins over any later edit.
+"""
+
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from realtime_sync.errors import (
+    ClientMsgIdConflict,
+    InvalidInput,
+    MessageDeleted,
+    NotFound,
+    PermissionDenied,
+    VersionConflict,
+)
+
+from ..access import active_membership
+from ..changelog import append_change, lock_conversation, record_change, take_next_seq
+from ..models import Change, Message, MessageEdit
+from ..payloads import message_payload
+from ..validation import clean_body, clean_client_msg_id
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message: Message
+    created: bool  # False when this was a retry of an earlier send
+
+
+def send_message(
+    *, sender, conversation_id: int, client_msg_id, body, reply_to_id=None, device=None
+) -> SendResult:
+    client_msg_id = clean_client_msg_id(client_msg_id)
+    body = clean_body(body)
+    if reply_to_id is not None and (isinstance(reply_to_id, bool) or not isinstance(reply_to_id, int)):
+        raise InvalidInput("reply_to must be a message id.", field="reply_to")
+    try:
+        return _send(sender, conversation_id, client_msg_id, body, reply_to_id, device)
+    except IntegrityError:
+        # The same client_msg_id committed concurrently to another conversation.
+        original = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
+        if original is None:
+            raise
+        return _retry_result(original, conversation_id)
+
+
+@transaction.atomic
+def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> SendResult:
+    conversation = lock_conversation(conversation_id)
+    active_membership(sender, conversation_id)
+    # Checked under the lock: a concurrent retry into this conversation has committed by now.
+    original = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
+    if original is not None:
+        return _retry_result(original, conversation_id)
+    if reply_to_id is not None and not Message.objects.filter(pk=reply_to_id, conversation=conversation).exists():
+        raise InvalidInput("reply_to is not a message of this conversation.", field="reply_to")
+
+    seq = take_next_seq(conversation)
+    message = Message.objects.create(
+        conversation=conversation,
+        sender=sender,
+        sender_device=device,
+        client_msg_id=client_msg_id,
+        body=body,
+        reply_to_id=reply_to_id,
+        seq=seq,
+    )
+    record_change(conversation, seq, Change.Kind.MESSAGE_CREATED, message_payload(message), actor=sender, message=message)
+    return SendResult(message=message, created=True)
+
+
+def _retry_result(original: Message, conversation_id: int) -> SendResult:
+    if original.conversation_id != conversation_id:
+        raise ClientMsgIdConflict(field="client_msg_id")
+    return SendResult(message=original, created=False)
+
+
+def _message_in(conversation, message_id) -> Message:
+    message = Message.objects.filter(pk=message_id, conversation=conversation).first() if isinstance(message_id, int) else None
+    if message is None:
+        raise NotFound("Message not found.")
+    return message
+
+
+@transaction.atomic
+def edit_message(
+    *, actor, conversation_id: int, message_id, body, expected_version, as_moderator: bool = False
+) -> Message:
+    """Replace a message's body if `expected_version` is still current.
+
+    Sending the body the message already has succeeds without a new version, so
+    a retried edit is harmless.
+    """
+    body = clean_body(body)
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise InvalidInput("version must be an integer.", field="version")
+    conversation = lock_conversation(conversation_id)
+    if not as_moderator:
+        active_membership(actor, conversation_id)
+    message = _message_in(conversation, message_id)
+    if message.is_deleted:
+        raise MessageDeleted(current_version=message.version)
+    if not as_moderator and message.sender_id != actor.pk:
+        raise PermissionDenied("Only the sender may edit a message.")
+    if message.body == body:
+        return message
+    if expected_version != message.version:
+        raise VersionConflict(current_version=message.version, current_body=message.body)
+
+    MessageEdit.objects.create(message=message, version=message.version, body=message.body, edited_by=actor)
+    message.body = body
+    message.version += 1
+    message.edited_at = timezone.now()
+    message.save(update_fields=["body", "version", "edited_at"])
+    append_change(
+        conversation,
+        Change.Kind.MESSAGE_EDITED,
+        {**message_payload(message), "edited_by": actor.pk},
+        actor=actor,
+        message=message,
+    )
+    return message
+
+
+@transaction.atomic
+def delete_message(*, actor, conversation_id: int, message_id, as_moderator: bool = False) -> Message:
+    """Turn a message into a tombstone: body and edit history are erased.
+
+    The sender may delete their message; the conversation's owner and admins
+    may delete any. Deleting a deleted message changes nothing.
+    """
+    conversation = lock_conversation(conversation_id)
+    membership = None if as_moderator else active_membership(actor, conversation_id)
+    message = _message_in(conversation, message_id)
+    if membership is not None and message.sender_id != actor.pk and not membership.can_manage:
+        raise PermissionDenied("Only the sender or the conversation's owner and admins may delete a message.")
+    if message.is_deleted:
+        return message
+
+    message.edits.all().delete()
+    _redact_logged_bodies(message)
+    message.body = ""
+    message.version += 1
+    message.deleted_at = timezone.now()
+    message.save(update_fields=["body", "version", "deleted_at"])
+    append_change(
+        conversation,
+        Change.Kind.MESSAGE_DELETED,
+        {**message_payload(message), "deleted_by": actor.pk},
+        actor=actor,
+        message=message,
+    )
+    return message
+
+
+def _redact_logged_bodies(message: Message) -> None:
+    """Erase the body from the message's earlier log entries, so catch-up after a
+    delete does not hand out the deleted text."""
+    for change in Change.objects.filter(message=message):
+        if change.payload.get("body"):
+            change.payload["body"] = ""
+            change.payload["redacted"] = True
+            change.save(update_fields=["payload"])

@@ -1,0 +1,47 @@
+"""Input rules shared by every entry point (REST, WebSocket, admin)."""
+
+from django.conf import settings
+
+from realtime_sync.errors import InvalidInput
+
+
+def clean_body(body) -> str:
+    if not isinstance(body, str):
+        raise InvalidInput("body must be a string.", field="body")
+    if not body.strip():
+        raise InvalidInput("body must not be blank.", field="body")
+    if len(body) > settings.MESSAGE_BODY_MAX_CHARS:
+        raise InvalidInput(
+            f"body is longer than {settings.MESSAGE_BODY_MAX_CHARS} characters.", field="body"
+        )
+    return body
+
+
+def clean_client_msg_id(client_msg_id) -> str:
+    if not isinstance(client_msg_id, str) or not client_msg_id.strip():
+        raise InvalidInput("client_msg_id must be a non-empty string.", field="client_msg_id")
+    if len(client_msg_id) > settings.CLIENT_MSG_ID_MAX_CHARS:
+        raise InvalidInput(
+            f"client_msg_id is longer than {settings.CLIENT_MSG_ID_MAX_CHARS} characters.",
+            field="client_msg_id",
+        )
+    return client_msg_id
+
+
+def clean_title(title) -> str:
+    if title is None:
+        return ""
+    if not isinstance(title, str):
+        raise InvalidInput("title must be a string.", field="title")
+    title = title.strip()
+    if len(title) > settings.CONVERSATION_TITLE_MAX_CHARS:
+        raise InvalidInput(
+            f"title is longer than {settings.CONVERSATION_TITLE_MAX_CHARS} characters.", field="title"
+        )
+    return title
+
+
+def clean_non_negative_int(value, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{field} must be a non-negative integer.", field=field)
+    return value

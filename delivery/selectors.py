@@ -1,0 +1,46 @@
+"""Reads on receipts: a message's delivered/read status for its sender."""
+
+from dataclasses import dataclass
+
+from conversations.models import Membership
+from conversations.selectors import message_for
+from realtime_sync.errors import PermissionDenied
+
+from .models import ReceiptCursor
+
+
+@dataclass(frozen=True)
+class MessageReceipts:
+    message_id: int
+    seq: int
+    recipients: int
+    delivered_to: list  # users, by id
+    read_by: list
+
+
+def message_receipts(user, conversation_id, message_id) -> MessageReceipts:
+    """Who of the other current members has the message delivered and read.
+
+    Counted from the per-member cursors (a cursor at or past the message's seq),
+    so no per-message rows are written. Only the sender may ask.
+    """
+    message = message_for(user, conversation_id, message_id)
+    if message.sender_id != user.pk:
+        raise PermissionDenied("Only the sender can see a message's receipts.")
+    recipients = list(
+        Membership.objects.active()
+        .filter(conversation_id=conversation_id)
+        .exclude(user_id=user.pk)
+        .values_list("user_id", flat=True)
+    )
+    cursors = ReceiptCursor.objects.filter(
+        conversation_id=conversation_id, user_id__in=recipients, delivered_seq__gte=message.seq
+    ).values_list("user_id", "read_seq")
+    delivered_to, read_by = [], []
+    for user_id, read_seq in cursors.order_by("user_id"):
+        delivered_to.append(user_id)
+        if read_seq >= message.seq:
+            read_by.append(user_id)
+    return MessageReceipts(
+        message_id=message.pk, seq=message.seq, recipients=len(recipients), delivered_to=delivered_to, read_by=read_by
+    )

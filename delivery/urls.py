@@ -1,0 +1,3 @@
+"""REST routes of the delivery app."""
+
+urlpatterns = []

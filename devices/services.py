@@ -1,0 +1,42 @@
+"""Writes on devices: log in (create a device and its token) and revoke."""
+
+from dataclasses import dataclass
+
+from django.contrib.auth import authenticate
+from django.db import transaction
+from django.utils import timezone
+
+from realtime_sync.errors import AuthenticationFailed
+from realtime_sync.publish import publish_device_revoked
+
+from .models import Device, hash_token, new_token
+
+
+@dataclass(frozen=True)
+class IssuedDevice:
+    device: Device
+    token: str  # shown once; only its digest is stored
+
+
+def issue_device(*, user, name: str) -> IssuedDevice:
+    token = new_token()
+    device = Device.objects.create(user=user, name=name, token_hash=hash_token(token))
+    return IssuedDevice(device=device, token=token)
+
+
+def log_in(*, username: str, password: str, device_name: str, request=None) -> IssuedDevice:
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        raise AuthenticationFailed("Unable to log in with the given username and password.")
+    return issue_device(user=user, name=device_name)
+
+
+@transaction.atomic
+def revoke_device(*, device: Device) -> Device:
+    """Revoke a device; its connections are told to close once this commits."""
+    locked = Device.objects.select_for_update().get(pk=device.pk)
+    if locked.revoked_at is None:
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
+        publish_device_revoked(locked)
+    return locked

@@ -1,0 +1,3 @@
+"""REST routes of the devices app."""
+
+urlpatterns = []

@@ -1,0 +1,40 @@
+"""REST error bodies: every error is `{"code", "message", "field"?, "details"?}`.
+
+Domain errors from services keep their stable code; DRF's own errors
+(validation, authentication, throttling) are mapped onto the same shape.
+"""
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .errors import ServiceError
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, ServiceError):
+        return Response(exc.as_dict(), status=exc.http_status)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = _validation_body(exc.detail)
+        response.status_code = status.HTTP_400_BAD_REQUEST
+        return response
+    code = getattr(exc, "default_code", "error")
+    detail = response.data.get("detail", str(exc)) if isinstance(response.data, dict) else str(exc)
+    response.data = {"code": code, "message": str(detail)}
+    return response
+
+
+def _validation_body(detail) -> dict:
+    """Name the first offending field and list every field's errors."""
+    if isinstance(detail, dict):
+        fields = {name: [str(e) for e in (errors if isinstance(errors, list) else [errors])] for name, errors in detail.items()}
+        first_field, first_errors = next(iter(fields.items()))
+        body = {"code": "invalid", "message": f"{first_field}: {first_errors[0]}", "details": {"fields": fields}}
+        if first_field != "non_field_errors":
+            body["field"] = first_field
+        return body
+    errors = detail if isinstance(detail, list) else [detail]
+    return {"code": "invalid", "message": str(errors[0]) if errors else "Invalid input."}

@@ -1,0 +1,59 @@
+"""The event envelope and the channel-layer groups events travel through.
+
+An event is serialized to JSON once, when it is published; every connection that
+receives it forwards the same text. Conversation events carry (conversation_id,
+seq) so a device can tell a gap and ask for it.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+# The channel-layer message type the gateway handles ("realtime.event" -> realtime_event).
+LAYER_MESSAGE_TYPE = "realtime.event"
+
+
+def conversation_group(conversation_id: int) -> str:
+    return f"conversation.{conversation_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def device_group(device_id: int) -> str:
+    return f"device.{device_id}"
+
+
+def dumps(data) -> str:
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    payload: dict
+    conversation_id: int | None = None
+    seq: int | None = None
+    # Extra routing facts the gateway may need (e.g. the user a member event is about).
+    meta: dict = field(default_factory=dict)
+
+    def frame(self) -> dict:
+        frame = {"type": "event", "kind": self.kind}
+        if self.conversation_id is not None:
+            frame["conversation_id"] = self.conversation_id
+        if self.seq is not None:
+            frame["seq"] = self.seq
+        frame["payload"] = self.payload
+        return frame
+
+    def layer_message(self) -> dict:
+        return {
+            "type": LAYER_MESSAGE_TYPE,
+            "kind": self.kind,
+            "conversation_id": self.conversation_id,
+            "seq": self.seq,
+            "meta": self.meta,
+            "text": dumps(self.frame()),
+        }

@@ -1,0 +1,44 @@
+"""Publishing events to the channel layer, only after the write commits.
+
+The change log is the truth and the channel layer is a doorbell: a publish that
+is lost costs a device nothing but latency (it catches up from the log). A
+publish for a write that rolls back would be a lie, so nothing is sent before
+commit (`transaction.on_commit`). A broken channel layer is logged, never
+raised into a request whose write already committed.
+"""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from .events import Event, conversation_group, device_group, user_group
+
+logger = logging.getLogger(__name__)
+
+
+def send_now(event: Event, groups: list[str]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = event.layer_message()
+    for group in groups:
+        try:
+            async_to_sync(layer.group_send)(group, message)
+        except Exception:  # the log has the change; devices will catch up
+            logger.exception("publishing %s to %s failed", event.kind, group)
+
+
+def publish_on_commit(event: Event, *, to_conversation: bool = True, user_ids=()) -> None:
+    """Send `event` to its conversation's group and to the given users' groups once committed."""
+    groups = []
+    if to_conversation and event.conversation_id is not None:
+        groups.append(conversation_group(event.conversation_id))
+    groups.extend(user_group(user_id) for user_id in sorted(set(user_ids)))
+    transaction.on_commit(lambda: send_now(event, groups))
+
+
+def publish_device_revoked(device) -> None:
+    event = Event(kind="device.revoked", payload={"device_id": device.pk}, meta={"device_id": device.pk})
+    transaction.on_commit(lambda: send_now(event, [device_group(device.pk)]))

@@ -1,0 +1,75 @@
+"""Shared fixtures, and the rule for tests that need a real service.
+
+A test marked `postgres` or `redis` is skipped, with the reason, when that
+service is not configured, so the suite passes on a fresh machine. With
+REQUIRE_SERVICES=1 (set by .ci/run) the same condition is a failure instead:
+nothing that needs a service can go untested in CI by accident.
+"""
+
+import itertools
+import os
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from devices.services import issue_device
+
+_usernames = itertools.count(1)
+
+
+def _uses_postgres() -> bool:
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def _uses_redis() -> bool:
+    return settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
+
+
+SERVICE_CHECKS = {
+    "postgres": (_uses_postgres, "needs PostgreSQL: set DATABASE_URL=postgres://..."),
+    "redis": (_uses_redis, "needs Redis: set REDIS_URL=redis://..."),
+}
+
+
+@pytest.fixture(autouse=True)
+def _require_services(request):
+    for marker, (available, reason) in SERVICE_CHECKS.items():
+        if request.node.get_closest_marker(marker) and not available():
+            if os.environ.get("REQUIRE_SERVICES") == "1":
+                pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}")
+            pytest.skip(reason)
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username=None, password="correct horse battery staple", **extra):
+        username = username or f"user{next(_usernames)}"
+        return get_user_model().objects.create_user(username=username, password=password, **extra)
+
+    return make
+
+
+@pytest.fixture
+def make_device(db):
+    def make(user, name="laptop"):
+        issued = issue_device(user=user, name=name)
+        return issued.device, issued.token
+
+    return make
+
+
+@pytest.fixture
+def api_for(make_device):
+    """A REST client authenticated as a new device of `user`."""
+
+    def client_for(user, device_name="laptop"):
+        device, token = make_device(user, device_name)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        client.device = device
+        client.user = user
+        return client
+
+    return client_for
