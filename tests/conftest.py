@@ -11,6 +11,7 @@ import os
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
@@ -40,6 +41,17 @@ def _require_services(request):
             if os.environ.get("REQUIRE_SERVICES") == "1":
                 pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}")
             pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Close psycopg pools before the test database is dropped: pooled
+    connections would otherwise keep it "being accessed by other users"."""
+    yield
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if getattr(connection, "pool", None) is not None:
+                connection.close_pool()
 
 
 @pytest.fixture

@@ -84,9 +84,10 @@ def _create(creator, kind, title, others, *, direct_key) -> Conversation:
 def rename_conversation(*, actor, conversation_id: int, title, as_moderator: bool = False) -> Conversation:
     title = clean_title(title)
     conversation = lock_conversation(conversation_id)
-    if not as_moderator:
-        require_manager(active_membership(actor, conversation_id), "rename it")
+    membership = None if as_moderator else active_membership(actor, conversation_id)
     require_group(conversation, "be renamed")
+    if membership is not None:
+        require_manager(membership, "rename it")
     if conversation.title == title:
         return conversation
     old_title = conversation.title

@@ -22,9 +22,10 @@ def add_member(
     if role not in ADDABLE_ROLES:
         raise InvalidInput(f"role must be one of {list(ADDABLE_ROLES)}.", field="role")
     conversation = lock_conversation(conversation_id)
-    if not as_moderator:
-        require_manager(active_membership(actor, conversation_id), "add members")
+    actor_membership = None if as_moderator else active_membership(actor, conversation_id)
     require_group(conversation, "have members added")
+    if actor_membership is not None:
+        require_manager(actor_membership, "add members")
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first() if isinstance(user_id, int) else None
     if user is None:
         raise InvalidInput("No such user.", field="user_id")
