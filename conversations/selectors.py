@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from delivery.models import ReceiptCursor
@@ -52,6 +52,13 @@ def conversation_for(user, conversation_id) -> Conversation:
 
 def members_of(conversation_id):
     return Membership.objects.active().filter(conversation_id=conversation_id).select_related("user")
+
+
+def with_active_members(conversations):
+    """The conversations with their active memberships (and users) prefetched into
+    `active_members`, so listing a page of them costs two queries, not one per row."""
+    members = Membership.objects.active().select_related("user")
+    return conversations.prefetch_related(Prefetch("memberships", queryset=members, to_attr="active_members"))
 
 
 def messages_by_id(ids) -> dict:

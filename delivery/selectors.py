@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
+
 from conversations.models import Membership
 from conversations.selectors import message_for
 from realtime_sync.errors import PermissionDenied
@@ -44,3 +46,8 @@ def message_receipts(user, conversation_id, message_id) -> MessageReceipts:
     return MessageReceipts(
         message_id=message.pk, seq=message.seq, recipients=len(recipients), delivered_to=delivered_to, read_by=read_by
     )
+
+
+def users_by_id(user_ids) -> dict:
+    """The users behind the ids a MessageReceipts lists, in one query."""
+    return {user.pk: user for user in get_user_model().objects.filter(pk__in=set(user_ids))}

@@ -4,3 +4,7 @@ from django.apps import AppConfig
 class DevicesConfig(AppConfig):
     default_auto_field = 'django.db.models.BigAutoField'
     name = 'devices'
+
+    def ready(self):
+        # Registers the OpenAPI description of token auth with drf-spectacular.
+        from . import openapi  # noqa: F401

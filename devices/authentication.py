@@ -4,6 +4,7 @@
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from .models import Device
 from .selectors import device_for_token
 
 SCHEMES = (b"bearer", b"token")
@@ -39,3 +40,13 @@ def touch(device) -> None:
     if device.last_used_at is None or (now - device.last_used_at).total_seconds() > 60:
         type(device).objects.filter(pk=device.pk).update(last_used_at=now)
         device.last_used_at = now
+
+
+def request_device(request):
+    """The device a REST request was authenticated with, or None for session auth.
+
+    Services take it to record which device acted (a sent message's device, a
+    receipt's device), so the user's other devices can tell who did it.
+    """
+    device = getattr(request, "auth", None)
+    return device if isinstance(device, Device) else None

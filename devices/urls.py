@@ -1,3 +1,12 @@
 """REST routes of the devices app."""
 
-urlpatterns = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("auth/login", views.LoginView.as_view(), name="auth-login"),
+    path("auth/logout", views.LogoutView.as_view(), name="auth-logout"),
+    path("devices", views.DeviceListView.as_view(), name="device-list"),
+    path("devices/<int:device_id>", views.DeviceDetailView.as_view(), name="device-detail"),
+]

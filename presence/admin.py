@@ -1,3 +1,44 @@
+"""Admin for presence, view-only.
+
+Presence is state driven by the devices' connections and heartbeats; a value
+typed in here would be overwritten by the next heartbeat and never announced.
+"""
+
 from django.contrib import admin
 
-# Register your models here.
+from .models import DevicePresence, UserPresence
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(DevicePresence)
+class DevicePresenceAdmin(ReadOnlyAdmin):
+    list_display = ("id", "device", "user", "status", "last_heartbeat_at", "updated_at")
+    list_filter = ("status", "updated_at")
+    list_select_related = ("device__user",)
+    search_fields = ("device__name", "device__user__username")
+    date_hierarchy = "updated_at"
+    ordering = ("-updated_at", "-id")
+
+    @admin.display(description="user", ordering="device__user__username")
+    def user(self, presence):
+        return presence.device.user
+
+
+@admin.register(UserPresence)
+class UserPresenceAdmin(ReadOnlyAdmin):
+    list_display = ("id", "user", "status", "last_seen_at", "updated_at")
+    list_filter = ("status", "updated_at")
+    list_select_related = ("user",)
+    search_fields = ("user__username",)
+    date_hierarchy = "updated_at"
+    ordering = ("-updated_at", "-id")
