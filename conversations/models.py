@@ -118,7 +118,10 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} in {self.conversation_id} by {self.sender_id}"
+        if self.is_deleted:
+            return f"Message #{self.pk} (deleted)"
+        excerpt = self.body if len(self.body) <= 40 else self.body[:39] + "…"
+        return f"Message #{self.pk}: {excerpt}"
 
     @property
     def is_deleted(self) -> bool:
@@ -139,6 +142,9 @@ class MessageEdit(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["message", "version"], name="one_edit_per_message_version"),
         ]
+
+    def __str__(self) -> str:
+        return f"Message #{self.message_id}, version {self.version}"
 
 
 class Change(models.Model):
