@@ -1,16 +1,26 @@
-"""
-ASGI config for realtime_sync project.
+"""ASGI entry point: HTTP (Django, the REST API, the admin) and the WebSocket gateway.
 
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
+Run it with Daphne: `daphne realtime_sync.asgi:application`.
 """
 
 import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'realtime_sync.settings')
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_sync.settings")
 
-application = get_asgi_application()
+# Django must be set up before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from .routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        # The Origin check happens in the gateway, where it can answer with a close code.
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+    }
+)

@@ -48,12 +48,17 @@ class Event:
         frame["payload"] = self.payload
         return frame
 
-    def layer_message(self) -> dict:
+    def text(self) -> str:
+        return dumps(self.frame())
+
+    def layer_message(self, group: str, text: str | None = None) -> dict:
+        """The channel-layer message for one group; pass `text` to reuse one encoding."""
         return {
             "type": LAYER_MESSAGE_TYPE,
+            "group": group,
             "kind": self.kind,
             "conversation_id": self.conversation_id,
             "seq": self.seq,
             "meta": self.meta,
-            "text": dumps(self.frame()),
+            "text": text if text is not None else self.text(),
         }

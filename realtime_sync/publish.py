@@ -22,8 +22,9 @@ def send_now(event: Event, groups: list[str]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = event.layer_message()
+    text = event.text()
     for group in groups:
+        message = event.layer_message(group, text)
         try:
             async_to_sync(layer.group_send)(group, message)
         except Exception:  # the log has the change; devices will catch up

@@ -173,6 +173,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "realtime_sync.api_errors.exception_handler",
+    # Scoped limits only: views opt in with `throttle_scope`. Counted in the default cache.
+    "DEFAULT_THROTTLE_RATES": {"login": "20/min"},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
 }
@@ -213,3 +215,13 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# The WebSocket gateway (documented in docs/protocol.md; the hello frame announces them).
+WS_HEARTBEAT_INTERVAL = float(os.environ.get("WS_HEARTBEAT_INTERVAL", "25"))
+WS_HEARTBEAT_TIMEOUT = float(os.environ.get("WS_HEARTBEAT_TIMEOUT", "60"))
+WS_MAX_FRAME_BYTES = int(os.environ.get("WS_MAX_FRAME_BYTES", "65536"))
+WS_SHUTDOWN_GRACE_SECONDS = float(os.environ.get("WS_SHUTDOWN_GRACE_SECONDS", "10"))
+# Past this many missed changes a conversation is answered with "reset" (reload it over REST).
+SYNC_MAX_CHANGES = int(os.environ.get("SYNC_MAX_CHANGES", "500"))
+# Conversation events held for a connection that has not sent its first sync yet.
+WS_MAX_HELD_EVENTS = 1000

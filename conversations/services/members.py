@@ -9,7 +9,8 @@ from realtime_sync.errors import InvalidInput, NotFound, PermissionDenied
 from ..access import active_membership, require_group, require_manager
 from ..changelog import record_change, take_next_seq, lock_conversation
 from ..models import Change, Membership
-from ..payloads import member_payload, user_payload
+from ..selectors import members_of
+from ..payloads import conversation_payload, member_payload, user_payload
 
 ADDABLE_ROLES = (Membership.Role.ADMIN, Membership.Role.MEMBER)
 
@@ -47,7 +48,12 @@ def add_member(
         conversation,
         seq,
         Change.Kind.MEMBER_ADDED,
-        {**member_payload(membership), "added_by": actor.pk},
+        {
+            **member_payload(membership),
+            "added_by": actor.pk,
+            # The new member's devices know nothing of the conversation yet.
+            "conversation": conversation_payload(conversation, members_of(conversation.pk)),
+        },
         actor=actor,
         notify_user_ids=[user.pk],
     )

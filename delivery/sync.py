@@ -1,0 +1,92 @@
+"""Reads behind a device's catch-up: where each conversation resumes, and the
+changes to send.
+
+Seqs are gapless per conversation, so how many changes a device missed is
+`last_seq - cursor`, known without reading them: a conversation past the limit
+is answered with a reset (reload over REST) without touching its log.
+"""
+
+from dataclasses import dataclass
+
+from conversations.models import Change, Membership
+
+RESET_TOO_MANY_CHANGES = "too_many_changes"
+RESET_CURSOR_AHEAD = "cursor_ahead"  # the device claims a seq the server never had
+RESET_REJOINED = "rejoined"  # the device's cursor predates the user's latest joining
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where one conversation's stream resumes for a device."""
+
+    conversation_id: int
+    cursor: int  # the last seq the device has (after a reset: the last seq there is)
+    last_seq: int
+    reset: str | None = None
+    # For a conversation the user has left since: the removal's seq; nothing after it is sent.
+    until: int | None = None
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    resumes: list[Resume]
+    gone: list[int]  # cursors for conversations the user is not in (or that do not exist)
+
+
+def plan_sync(user_id: int, cursors: dict[int, int], max_changes: int) -> SyncPlan:
+    """Decide, per conversation, where a device with these cursors resumes.
+
+    Conversations the device does not name (joined while it was offline) resume
+    from just before the user joined. Conversations the user has left since the
+    cursor resume up to and including the removal.
+    """
+    resumes = []
+    active = Membership.objects.active().filter(user_id=user_id).values_list(
+        "conversation_id", "joined_seq", "conversation__last_seq"
+    )
+    active_ids = set()
+    for conversation_id, joined_seq, last_seq in active:
+        active_ids.add(conversation_id)
+        first = max(joined_seq - 1, 0)
+        given = cursors.get(conversation_id)
+        if given is None:
+            resumes.append(_resume(conversation_id, first, last_seq, max_changes))
+        elif given > last_seq:
+            resumes.append(Resume(conversation_id, last_seq, last_seq, reset=RESET_CURSOR_AHEAD))
+        elif given < first:
+            resumes.append(Resume(conversation_id, last_seq, last_seq, reset=RESET_REJOINED))
+        else:
+            resumes.append(_resume(conversation_id, given, last_seq, max_changes))
+
+    gone = []
+    left = dict(
+        Membership.objects.filter(
+            user_id=user_id, is_active=False, conversation_id__in=[c for c in cursors if c not in active_ids]
+        ).values_list("conversation_id", "left_seq")
+    )
+    for conversation_id, given in cursors.items():
+        if conversation_id in active_ids:
+            continue
+        left_seq = left.get(conversation_id)
+        if left_seq is not None and given < left_seq and left_seq - given <= max_changes:
+            resumes.append(Resume(conversation_id, given, left_seq, until=left_seq))
+        else:
+            gone.append(conversation_id)
+    return SyncPlan(resumes=resumes, gone=sorted(gone))
+
+
+def _resume(conversation_id: int, cursor: int, last_seq: int, max_changes: int) -> Resume:
+    if last_seq - cursor > max_changes:
+        return Resume(conversation_id, last_seq, last_seq, reset=RESET_TOO_MANY_CHANGES)
+    return Resume(conversation_id, cursor, last_seq)
+
+
+def changes_between(conversation_id: int, after: int, *, until: int | None = None, limit: int) -> list[Change]:
+    """Up to `limit` changes of a conversation after a seq (and up to `until`), ascending.
+
+    No membership check: callers decide what a device may read (see plan_sync).
+    """
+    changes = Change.objects.filter(conversation_id=conversation_id, seq__gt=after)
+    if until is not None:
+        changes = changes.filter(seq__lte=until)
+    return list(changes.order_by("seq")[:limit])

@@ -1,0 +1,11 @@
+"""The WebSocket gateway: one connection per device, live events, catch-up.
+
+    consumer.py    the Channels consumer: handshake, frames in, close
+    auth.py        who is connecting (token header, token query, session) and from where
+    connection.py  one device's connection: which conversations it follows
+    stream.py      one conversation's ordered, gapless, exactly-once stream to a device
+    hub.py         the process-local fan-out: one channel-layer subscription per process
+    requests.py    the requests a device may send, each calling a service
+    frames.py      encoding replies and errors; decoding requests
+    close_codes.py the close codes (docs/protocol.md lists them)
+"""

@@ -1,0 +1,95 @@
+"""Who is connecting, and from where.
+
+Three ways in, tried in order:
+  * `Authorization: Bearer <token>` header (programs);
+  * `?token=<token>` query parameter (browsers cannot set headers on a WebSocket);
+  * the Django session cookie (same-origin pages): the session gets a device of its own.
+A browser always sends `Origin`; it must name one of ALLOWED_HOSTS, so another
+site cannot open a socket with a visitor's cookie. Programs send no Origin.
+"""
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+from devices.models import Device
+from devices.selectors import device_for_token
+from devices.services import issue_device
+
+from . import close_codes
+
+SESSION_DEVICE_KEY = "realtime_device_id"
+
+
+@dataclass(frozen=True)
+class Refused(Exception):
+    code: int
+    reason: str
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def check_origin(scope) -> None:
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return
+    host, _ = split_domain_port(urlsplit(origin).netloc)
+    if not host or not validate_host(host, settings.ALLOWED_HOSTS):
+        raise Refused(close_codes.FORBIDDEN_ORIGIN, "origin not allowed")
+
+
+def token_from(scope) -> str | None:
+    authorization = _header(scope, b"authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() in ("bearer", "token") and token.strip():
+            return token.strip()
+        raise Refused(close_codes.UNAUTHORIZED, "malformed Authorization header")
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return values[0] if values else None
+
+
+def _session_device(user, session) -> Device | None:
+    device_id = session.get(SESSION_DEVICE_KEY)
+    if device_id is not None:
+        return Device.objects.active().filter(pk=device_id, user=user).first()
+    device = issue_device(user=user, name="browser session").device
+    session[SESSION_DEVICE_KEY] = device.pk
+    session.save()
+    return device
+
+
+@database_sync_to_async
+def _identify(scope, token) -> Device:
+    if token is not None:
+        device = device_for_token(token)
+        if device is None:
+            raise Refused(close_codes.UNAUTHORIZED, "invalid or revoked token")
+        return device
+    user = scope.get("user")
+    session = scope.get("session")
+    if user is None or not user.is_authenticated or session is None:
+        raise Refused(close_codes.UNAUTHORIZED, "no token and no logged-in session")
+    device = _session_device(user, session)
+    if device is None:
+        raise Refused(close_codes.UNAUTHORIZED, "this session's device was revoked")
+    return Device.objects.select_related("user").get(pk=device.pk)
+
+
+async def identify(scope) -> Device:
+    """The active device (with its user) behind a WebSocket handshake, or Refused."""
+    check_origin(scope)
+    return await _identify(scope, token_from(scope))
+
+
+@database_sync_to_async
+def is_active(device_id: int) -> bool:
+    return Device.objects.active().filter(pk=device_id, user__is_active=True).exists()

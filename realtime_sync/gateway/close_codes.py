@@ -1,0 +1,16 @@
+"""WebSocket close codes (docs/protocol.md lists them with what a client should do)."""
+
+NORMAL = 1000
+# The server is shutting down: reconnect (another process will take you) and sync.
+GOING_AWAY = 1001
+INTERNAL_ERROR = 1011
+# Missing, unknown or revoked token, or no logged-in session: do not retry with the same credentials.
+UNAUTHORIZED = 4401
+# The page's Origin is not one of the server's allowed hosts.
+FORBIDDEN_ORIGIN = 4403
+# Nothing received for longer than the heartbeat timeout.
+HEARTBEAT_TIMEOUT = 4408
+# The device was revoked while connected.
+DEVICE_REVOKED = 4410
+# The connection fell too far behind (too many events held before its first sync).
+TOO_FAR_BEHIND = 4429

@@ -1,0 +1,120 @@
+"""One device's connection: the conversations it follows and what it receives.
+
+The hub hands every event for the connection's groups to `deliver`. Events of
+a conversation's log go through that conversation's stream (ordered, gapless,
+exactly once); state events of a conversation (receipts) go out only while the
+device follows it; others (a revoked device) act on the connection.
+
+Until the device's first `sync`, the connection does not know where the device
+is in each conversation, so log events are held and replayed after the sync.
+"""
+
+import time
+
+from django.conf import settings
+
+from conversations.models import Change
+from realtime_sync.events import conversation_group, user_group
+
+from . import close_codes
+from .stream import ConversationStream
+
+# Log events that bring a conversation to a user who is not following it yet.
+JOINING_KINDS = {Change.Kind.CONVERSATION_CREATED, Change.Kind.MEMBER_ADDED}
+
+
+class DeviceConnection:
+    def __init__(self, consumer, hub, device):
+        self.consumer = consumer
+        self.hub = hub
+        self.device_id = device.pk
+        self.user_id = device.user_id
+        self.device = device
+        self.groups: set[str] = set()
+        self.streams: dict[int, ConversationStream] = {}
+        self.synced = False
+        self.closed = False
+        self.in_flight = 0
+        self.last_received = time.monotonic()
+        self._held: list[dict] = []
+
+    def __repr__(self) -> str:
+        return f"<DeviceConnection device={self.device_id} user={self.user_id}>"
+
+    async def send_text(self, text: str) -> None:
+        if not self.closed:
+            await self.consumer.send(text_data=text)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for stream in self.streams.values():
+            stream.stop()
+        await self.consumer.close(code=code, reason=reason)
+
+    # Following conversations
+
+    async def track(self, conversation_id: int, cursor: int, *, until: int | None = None) -> ConversationStream:
+        """Follow a conversation from `cursor`: subscribe first, then read the log,
+        so a change committed in between is read rather than missed."""
+        old = self.streams.pop(conversation_id, None)
+        if old is not None:
+            old.stop()
+        stream = self.streams[conversation_id] = ConversationStream(self, conversation_id, cursor, until=until)
+        if until is None:
+            await self.hub.subscribe(conversation_group(conversation_id), self)
+        stream.start()
+        return stream
+
+    def untrack(self, conversation_id: int) -> None:
+        stream = self.streams.pop(conversation_id, None)
+        if stream is not None:
+            stream.stop()
+        self.hub.unsubscribe(conversation_group(conversation_id), self)
+
+    def refill_all(self) -> None:
+        for stream in self.streams.values():
+            stream.refill()
+
+    # Events from the hub
+
+    async def deliver(self, message: dict) -> None:
+        if self.closed:
+            return
+        kind = message["kind"]
+        if kind == "device.revoked":
+            await self.close(close_codes.DEVICE_REVOKED, "device revoked")
+            return
+        conversation_id, seq = message.get("conversation_id"), message.get("seq")
+        if conversation_id is None:
+            await self.send_text(message["text"])
+        elif seq is None:
+            if conversation_id in self.streams:
+                await self.send_text(message["text"])
+        elif not self.synced:
+            self._hold(message)
+        else:
+            await self._offer(message)
+
+    async def _offer(self, message: dict) -> None:
+        conversation_id, seq, kind = message["conversation_id"], message["seq"], message["kind"]
+        stream = self.streams.get(conversation_id)
+        if stream is None:
+            if kind not in JOINING_KINDS or message.get("group") != user_group(self.user_id):
+                return
+            stream = await self.track(conversation_id, seq - 1)
+        await stream.offer(seq, message["text"], kind, message.get("meta") or {})
+
+    def _hold(self, message: dict) -> None:
+        if len(self._held) >= settings.WS_MAX_HELD_EVENTS:
+            self.hub.spawn(self.close(close_codes.TOO_FAR_BEHIND, "send sync after hello"))
+            return
+        self._held.append(message)
+
+    async def release_held(self) -> None:
+        """After the first sync: replay what arrived before it, in arrival order."""
+        self.synced = True
+        held, self._held = self._held, []
+        for message in held:
+            await self._offer(message)

@@ -1,0 +1,102 @@
+"""The gateway's Channels consumer: handshake, frames in, close. Thin on purpose:
+who is connecting is auth.py's job, what to do with a frame is requests.py's,
+and what to send when is connection.py's and stream.py's."""
+
+import logging
+import time
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+
+from realtime_sync.errors import ServiceError
+from realtime_sync.events import dumps
+
+from . import close_codes, frames
+from .auth import Refused, identify, is_active
+from .connection import DeviceConnection
+from .hub import Hub
+from .requests import HANDLERS
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+
+class GatewayConsumer(AsyncWebsocketConsumer):
+    connection: DeviceConnection | None = None
+
+    async def connect(self):
+        # Accept first, then close with a code: a browser cannot read the HTTP
+        # status of a refused handshake, but it can read a close code.
+        await self.accept()
+        hub = await Hub.running()
+        if hub.draining:
+            await self.close(code=close_codes.GOING_AWAY, reason="server shutting down; reconnect")
+            return
+        try:
+            device = await identify(self.scope)
+        except Refused as refused:
+            await self.close(code=refused.code, reason=refused.reason)
+            return
+        self.connection = DeviceConnection(self, hub, device)
+        await hub.attach(self.connection)
+        # A revoke that committed before the device group was joined has no event here.
+        if not await is_active(device.pk):
+            await self.connection.close(close_codes.DEVICE_REVOKED, "device revoked")
+            return
+        await self.send(text_data=hello(device))
+
+    async def receive(self, text_data=None, bytes_data=None):
+        connection = self.connection
+        if connection is None or connection.closed:
+            return
+        connection.last_received = time.monotonic()
+        ref = None
+        connection.in_flight += 1
+        try:
+            frame = frames.decode(text_data, bytes_data)
+            ref = frame.get("ref")
+            if connection.hub.draining:
+                raise frames.ShuttingDown()
+            handler = HANDLERS.get(frame["type"])
+            if handler is None:
+                raise frames.UnknownType(f"Unknown frame type {frame['type']!r}.", field="type")
+            result = await handler(connection, frame)
+            if result is not None:
+                await connection.send_text(frames.ok(ref, result))
+        except ServiceError as error:
+            await connection.send_text(frames.error(ref if ref is not None else frames.safe_ref(text_data), error))
+        except Exception:
+            logger.exception("request from device %s failed", connection.device_id)
+            await connection.send_text(frames.error(ref, frames.InternalError()))
+        finally:
+            connection.in_flight -= 1
+
+    async def disconnect(self, code):
+        if self.connection is not None:
+            self.connection.closed = True
+            for stream in self.connection.streams.values():
+                stream.stop()
+            self.connection.hub.detach(self.connection)
+
+
+def hello(device) -> str:
+    return dumps(
+        {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "user": {"id": device.user_id, "username": device.user.get_username()},
+            "device": {"id": device.pk, "name": device.name},
+            "server_time": timezone.now(),
+            "heartbeat_interval": settings.WS_HEARTBEAT_INTERVAL,
+            "heartbeat_timeout": settings.WS_HEARTBEAT_TIMEOUT,
+            "limits": {
+                "max_frame_bytes": settings.WS_MAX_FRAME_BYTES,
+                "message_body_max_chars": settings.MESSAGE_BODY_MAX_CHARS,
+                "client_msg_id_max_chars": settings.CLIENT_MSG_ID_MAX_CHARS,
+                "sync_max_changes": settings.SYNC_MAX_CHANGES,
+                "fetch_max_changes": settings.PAGE_SIZE_MAX,
+            },
+        }
+    )

@@ -1,0 +1,164 @@
+"""The requests a device may send, each a thin call into a service or selector.
+
+A handler returns the `result` of the `ok` reply (or sends its own reply and
+returns None). Services raise ServiceError for anything the caller got wrong;
+the consumer turns that into an `error` frame with the request's `ref`.
+Writes run on the database thread pool, not on Channels' single shared
+thread, so one slow write does not hold up every other connection's.
+"""
+
+import asyncio
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from conversations import services as conversation_services
+from conversations.changelog import change_event
+from conversations.payloads import message_payload
+from conversations.selectors import changes_after
+from conversations.validation import clean_non_negative_int
+from delivery import services as delivery_services
+from delivery.sync import plan_sync
+from realtime_sync.errors import InvalidInput
+
+from . import frames
+
+
+def on_db_pool(function):
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
+def conversation_id_of(frame) -> int:
+    value = frame.get("conversation_id")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput("conversation_id must be a positive integer.", field="conversation_id")
+    return value
+
+
+async def ping(connection, frame):
+    await connection.send_text(frames.pong(frame.get("ref"), timezone.now().isoformat()))
+
+
+async def send(connection, frame):
+    result = await on_db_pool(conversation_services.send_message)(
+        sender=connection.device.user,
+        conversation_id=conversation_id_of(frame),
+        client_msg_id=frame.get("client_msg_id"),
+        body=frame.get("body"),
+        reply_to_id=frame.get("reply_to"),
+        device=connection.device,
+    )
+    message = result.message
+    return {
+        "conversation_id": message.conversation_id,
+        "message_id": message.pk,
+        "seq": message.seq,
+        "client_msg_id": message.client_msg_id,
+        "duplicate": not result.created,
+    }
+
+
+async def edit(connection, frame):
+    message = await on_db_pool(conversation_services.edit_message)(
+        actor=connection.device.user,
+        conversation_id=conversation_id_of(frame),
+        message_id=frame.get("message_id"),
+        body=frame.get("body"),
+        expected_version=frame.get("version"),
+    )
+    return {"message": message_payload(message)}
+
+
+async def delete(connection, frame):
+    message = await on_db_pool(conversation_services.delete_message)(
+        actor=connection.device.user,
+        conversation_id=conversation_id_of(frame),
+        message_id=frame.get("message_id"),
+    )
+    return {"message": message_payload(message)}
+
+
+async def _cursor_result(connection, frame, service):
+    cursor = await on_db_pool(service)(
+        user=connection.device.user,
+        conversation_id=conversation_id_of(frame),
+        seq=frame.get("seq"),
+        device=connection.device,
+    )
+    return {
+        "conversation_id": cursor.conversation_id,
+        "delivered_seq": cursor.delivered_seq,
+        "read_seq": cursor.read_seq,
+    }
+
+
+async def read(connection, frame):
+    return await _cursor_result(connection, frame, delivery_services.mark_read)
+
+
+async def delivered(connection, frame):
+    return await _cursor_result(connection, frame, delivery_services.mark_delivered)
+
+
+def _cursors_of(frame) -> dict[int, int]:
+    raw = frame.get("cursors", {})
+    if not isinstance(raw, dict):
+        raise InvalidInput("cursors must be an object of conversation id -> seq.", field="cursors")
+    cursors = {}
+    for key, seq in raw.items():
+        if not (isinstance(key, str) and key.isdigit()):
+            raise InvalidInput(f"cursors key {key!r} is not a conversation id.", field="cursors")
+        cursors[int(key)] = clean_non_negative_int(seq, "cursors")
+    return cursors
+
+
+async def sync(connection, frame):
+    """Catch up: send every change the device missed, then follow live.
+
+    Each conversation's stream subscribes before it reads the log, and the
+    streams drop what the device already has, so changes committed during the
+    catch-up arrive exactly once. The `ok` reply comes after the catch-up frames.
+    """
+    cursors = _cursors_of(frame)
+    plan = await on_db_pool(plan_sync)(connection.user_id, cursors, settings.SYNC_MAX_CHANGES)
+    streams = []
+    for resume in plan.resumes:
+        if resume.reset:
+            await connection.send_text(frames.reset(resume.conversation_id, resume.last_seq, resume.reset))
+        streams.append(await connection.track(resume.conversation_id, resume.cursor, until=resume.until))
+    for conversation_id in set(connection.streams) - {r.conversation_id for r in plan.resumes}:
+        connection.untrack(conversation_id)
+    await connection.release_held()
+    await asyncio.gather(*(stream.wait() for stream in streams))
+    return {
+        "cursors": {str(cid): stream.cursor for cid, stream in sorted(connection.streams.items())},
+        "reset": [r.conversation_id for r in plan.resumes if r.reset],
+        "gone": plan.gone,
+    }
+
+
+async def fetch(connection, frame):
+    """A range of one conversation's log, for a device that saw a gap."""
+    conversation_id = conversation_id_of(frame)
+    after = clean_non_negative_int(frame.get("after_seq", 0), "after_seq")
+    limit = frame.get("limit", settings.PAGE_SIZE_MAX)
+    limit = clean_non_negative_int(limit, "limit") or 1
+    page = await on_db_pool(changes_after)(connection.device.user, conversation_id, after=after, limit=limit)
+    return {
+        "conversation_id": conversation_id,
+        "changes": [change_event(change).frame() for change in page.items],
+        "has_more": page.has_more,
+    }
+
+
+HANDLERS = {
+    "ping": ping,
+    "sync": sync,
+    "fetch": fetch,
+    "send": send,
+    "edit": edit,
+    "delete": delete,
+    "read": read,
+    "delivered": delivered,
+}

@@ -1,0 +1,127 @@
+"""One conversation's stream to one device: in seq order, no gap, no duplicate.
+
+Live events are a doorbell, not the truth: the channel layer may drop or delay
+one, and a device may subscribe a moment after a change committed. So the
+stream keeps the device's cursor (the last seq sent) and:
+  * an event at cursor + 1 is sent at once;
+  * an event at or below the cursor was already sent and is dropped;
+  * an event past cursor + 1 reveals a gap: it is held, and a refill reads the
+    missing changes from the log, sends them, then releases what was held.
+Seqs of a conversation commit in order, so once an event for seq N arrived,
+the log holds every seq below N.
+"""
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+
+from conversations.changelog import change_event
+from conversations.models import Change
+from delivery.sync import changes_between
+
+from . import frames
+
+logger = logging.getLogger(__name__)
+
+REFILL_BATCH = 200
+MAX_EMPTY_REFILLS = 3
+
+load_changes = database_sync_to_async(changes_between, thread_sensitive=False)
+
+
+class ConversationStream:
+    def __init__(self, connection, conversation_id: int, cursor: int, *, until: int | None = None):
+        self.connection = connection
+        self.conversation_id = conversation_id
+        self.cursor = cursor
+        self.until = until  # last seq this device may see (the removal of its user)
+        self.ended = False
+        # Off until the connection has subscribed to the conversation's group; events
+        # arriving before that are held, and the first refill reads the log after it.
+        self.live = False
+        self._held: dict[int, tuple[str, str, dict]] = {}
+        self._refill: asyncio.Task | None = None
+
+    async def offer(self, seq: int, text: str, kind: str, meta: dict) -> None:
+        """A live event for this conversation."""
+        if self.ended or seq <= self.cursor:
+            return
+        if self.live and self._refill is None and seq == self.cursor + 1:
+            await self._emit(seq, text, kind, meta)
+            return
+        self._held[seq] = (text, kind, meta)
+        if self.live:
+            self.refill()
+
+    def start(self) -> asyncio.Task:
+        """Go live: read the log after the cursor, then follow live events."""
+        self.live = True
+        return self.refill()
+
+    def refill(self) -> asyncio.Task:
+        """Read the log after the cursor (unless a refill is already running)."""
+        if self._refill is None:
+            self._refill = asyncio.get_running_loop().create_task(self._run_refill())
+        return self._refill
+
+    async def wait(self) -> None:
+        if self._refill is not None:
+            await asyncio.shield(self._refill)
+
+    def stop(self) -> None:
+        self.ended = True
+        if self._refill is not None:
+            self._refill.cancel()
+
+    async def _emit(self, seq: int, text: str, kind: str, meta: dict) -> None:
+        self.cursor = seq
+        await self.connection.send_text(text)
+        removed_me = kind == Change.Kind.MEMBER_REMOVED and meta.get("user_id") == self.connection.user_id
+        if removed_me or (self.until is not None and seq >= self.until):
+            self.connection.untrack(self.conversation_id)
+
+    async def _run_refill(self) -> None:
+        empty_reads = 0
+        try:
+            while not self.ended:
+                changes = await load_changes(
+                    self.conversation_id, self.cursor, until=self.until, limit=REFILL_BATCH
+                )
+                for change in changes:
+                    if self.ended:
+                        return
+                    if change.seq == self.cursor + 1:
+                        event = change_event(change)
+                        await self._emit(change.seq, event.text(), change.kind, event.meta)
+                await self._release_held()
+                if not self._held and len(changes) < REFILL_BATCH:
+                    return
+                empty_reads = 0 if changes else empty_reads + 1
+                if empty_reads >= MAX_EMPTY_REFILLS:
+                    await self._reset_to_held()
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("refilling conversation %s for device %s failed", self.conversation_id, self.connection.device_id)
+            raise
+        finally:
+            self._refill = None
+
+    async def _release_held(self) -> None:
+        for seq in [s for s in self._held if s <= self.cursor]:
+            del self._held[seq]
+        while not self.ended and self.cursor + 1 in self._held:
+            seq = self.cursor + 1
+            await self._emit(seq, *self._held.pop(seq))
+
+    async def _reset_to_held(self) -> None:
+        """The log lacks seqs that live events claim exist (it was altered by hand):
+        tell the device to reload the conversation and go on from the newest event."""
+        last_seq = max(self._held)
+        logger.warning("conversation %s: log has no seqs up to %s; resetting device %s", self.conversation_id, last_seq, self.connection.device_id)
+        self._held.clear()
+        self.cursor = last_seq
+        await self.connection.send_text(frames.reset(self.conversation_id, last_seq, "log_gap"))
+

@@ -1,0 +1,186 @@
+"""A real server process and real WebSocket clients for gateway tests.
+
+`ServerProcess` runs Daphne on a free port against the test database and the
+test Redis, exactly as in production. `Device` is a WebSocket client that keeps
+every frame it receives, so tests can assert on what reached which device.
+"""
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import websockets
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+FRAME_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url() -> str:
+    db = settings.DATABASES["default"]
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class ServerProcess:
+    def __init__(self, **env):
+        self.port = free_port()
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.log_path = ROOT / f".server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/v1/"
+
+    def start(self) -> "ServerProcess":
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "realtime_sync.test_settings",
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL,
+            "DB_POOL_MAX_SIZE": "10",
+            **self.env,
+        }
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "realtime_sync.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not listen in time:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def signal(self, signum) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        if self.process:
+            self.log.close()
+            self.log_path.unlink(missing_ok=True)
+
+
+class Closed(Exception):
+    def __init__(self, code, reason):
+        super().__init__(f"closed with {code}: {reason}")
+        self.code, self.reason = code, reason
+
+
+class Device:
+    """One device's WebSocket connection; every frame it receives is kept."""
+
+    _refs = itertools.count(1)
+
+    def __init__(self, url: str, token: str | None = None, *, name: str = "", headers=None, query: str = ""):
+        self.url = url + (f"?{query}" if query else "")
+        self.token = token
+        self.name = name
+        self.headers = dict(headers or {})
+        if token and "Authorization" not in self.headers and not query:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.ws = None
+        self.frames: list[dict] = []  # everything received, in order
+        self.hello: dict | None = None
+        self._inbox: asyncio.Queue = asyncio.Queue()
+        self._reader: asyncio.Task | None = None
+        self.close_code = None
+        self.close_reason = None
+        self._closed = asyncio.Event()
+
+    async def connect(self, *, expect_hello: bool = True) -> "Device":
+        self.ws = await websockets.connect(self.url, additional_headers=self.headers, max_size=2**22)
+        self._closed.clear()
+        self._reader = asyncio.create_task(self._read())
+        if expect_hello:
+            self.hello = await self.next_frame()
+            assert self.hello["type"] == "hello", self.hello
+        return self
+
+    async def _read(self):
+        try:
+            async for text in self.ws:
+                frame = json.loads(text)
+                self.frames.append(frame)
+                await self._inbox.put(frame)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.ws.close_code
+            self.close_reason = self.ws.close_reason
+            self._closed.set()
+            await self._inbox.put(None)
+
+    async def next_frame(self, timeout: float = FRAME_TIMEOUT) -> dict:
+        frame = await asyncio.wait_for(self._inbox.get(), timeout)
+        if frame is None:
+            await self._inbox.put(None)
+            raise Closed(self.close_code, self.close_reason)
+        return frame
+
+    async def wait_for(self, predicate, timeout: float = FRAME_TIMEOUT) -> dict:
+        """The next frame matching `predicate` (frames before it stay in self.frames)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.next_frame(max(deadline - time.monotonic(), 0.001))
+            if predicate(frame):
+                return frame
+
+    async def request(self, type_: str, timeout: float = FRAME_TIMEOUT, **fields) -> dict:
+        """Send a request and return its reply (`ok`, `pong` or `error`)."""
+        ref = f"{self.name or 'r'}-{next(self._refs)}"
+        await self.ws.send(json.dumps({"type": type_, "ref": ref, **fields}))
+        return await self.wait_for(lambda f: f.get("ref") == ref and f["type"] in ("ok", "pong", "error"), timeout)
+
+    async def send_raw(self, text: str) -> None:
+        await self.ws.send(text)
+
+    async def wait_closed(self, timeout: float = FRAME_TIMEOUT) -> int:
+        await asyncio.wait_for(self._closed.wait(), timeout)
+        return self.close_code
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+            await self.wait_closed()
+        if self._reader is not None:
+            await self._reader
+
+    def events(self, conversation_id=None) -> list[dict]:
+        return [
+            f
+            for f in self.frames
+            if f["type"] == "event" and (conversation_id is None or f.get("conversation_id") == conversation_id)
+        ]
+
+    def seqs(self, conversation_id) -> list[int]:
+        return [f["seq"] for f in self.events(conversation_id) if "seq" in f]
