@@ -127,7 +127,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, which cuts off
+                # channels-redis's 5 s blocking pops (channels_redis#422): allow longer.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
                 "capacity": int(os.environ.get("CHANNEL_LAYER_CAPACITY", "1000")),
                 "expiry": 60,
             },

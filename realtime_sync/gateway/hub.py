@@ -57,7 +57,9 @@ class Hub:
         self._tasks: set[asyncio.Task] = set()
 
     async def _start(self) -> None:
-        self.channel = await self.layer.new_channel("hub.")
+        # The default prefix matters: channels-redis reads all of a process's channels
+        # through one shared key, "specific.<process>!".
+        self.channel = await self.layer.new_channel()
         self.spawn(self._receive_loop())
         self.spawn(self._sweep_loop())
         self._install_signal_handlers()

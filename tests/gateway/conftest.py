@@ -30,3 +30,16 @@ def pytest_collection_modifyitems(items):
         if "tests/gateway/" in item.nodeid:
             item.add_marker(pytest.mark.postgres)
             item.add_marker(pytest.mark.redis)
+
+
+@pytest.fixture
+def account(make_user, make_device):
+    """`await account(devices=2)` -> (user, [token, ...]): a user with logged-in devices."""
+    from channels.db import database_sync_to_async
+
+    @database_sync_to_async
+    def create(devices=1, **user_fields):
+        user = make_user(**user_fields)
+        return user, [make_device(user, f"device{i}")[1] for i in range(devices)]
+
+    return create

@@ -87,7 +87,8 @@ class ServerProcess:
             self.process.wait(10)
         if self.process:
             self.log.close()
-            self.log_path.unlink(missing_ok=True)
+            if not os.environ.get("KEEP_SERVER_LOGS"):
+                self.log_path.unlink(missing_ok=True)
 
 
 class Closed(Exception):
