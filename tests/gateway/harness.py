@@ -156,6 +156,13 @@ class Device:
             if predicate(frame):
                 return frame
 
+    async def received(self, predicate, timeout: float = FRAME_TIMEOUT) -> dict:
+        """The first frame ever received that matches `predicate`, waiting for it if need be."""
+        for frame in self.frames:
+            if predicate(frame):
+                return frame
+        return await self.wait_for(predicate, timeout)
+
     async def request(self, type_: str, timeout: float = FRAME_TIMEOUT, **fields) -> dict:
         """Send a request and return its reply (`ok`, `pong` or `error`)."""
         ref = f"{self.name or 'r'}-{next(self._refs)}"

@@ -101,7 +101,7 @@ async def test_three_users_two_devices_each(server, account):
     # The barrier: once a device has it, it has had every earlier event (one hub, in order).
     barrier = await a[0].request("send", conversation_id=everyone, client_msg_id="barrier", body="done")
     for device in a + b + c:
-        await device.wait_for(barrier_reached(everyone, barrier["result"]["seq"]))
+        await device.received(barrier_reached(everyone, barrier["result"]["seq"]))
 
     @db
     def expected_by_user():
