@@ -66,12 +66,14 @@ class ConversationStream:
         return self._refill
 
     async def wait(self) -> None:
+        """Until the running refill (if any) is over, however it ends."""
         if self._refill is not None:
-            await asyncio.shield(self._refill)
+            await asyncio.wait([self._refill])
 
     def stop(self) -> None:
         self.ended = True
-        if self._refill is not None:
+        # A refill that reaches the removal stops its own stream: it just returns.
+        if self._refill is not None and self._refill is not asyncio.current_task():
             self._refill.cancel()
 
     async def _emit(self, seq: int, text: str, kind: str, meta: dict) -> None:
@@ -101,11 +103,11 @@ class ConversationStream:
                 if empty_reads >= MAX_EMPTY_REFILLS:
                     await self._reset_to_held()
                     return
-        except asyncio.CancelledError:
-            raise
         except Exception:
-            logger.exception("refilling conversation %s for device %s failed", self.conversation_id, self.connection.device_id)
-            raise
+            # The device keeps its cursor; the next event or sync refills again.
+            logger.exception(
+                "refilling conversation %s for device %s failed", self.conversation_id, self.connection.device_id
+            )
         finally:
             self._refill = None
 
