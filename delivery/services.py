@@ -2,8 +2,8 @@
 
 Cursors only move forward (under a row lock, so two devices racing cannot move
 one back), never past the conversation's last seq, and reading implies
-delivery. A cursor that moved is broadcast after commit to the conversation,
-which reaches the user's other devices and the other members.
+delivery. A cursor that moved is broadcast after commit to the conversation (coalesced,
+see live.py), which reaches the user's other devices and the other members.
 """
 
 from django.db import transaction
@@ -11,22 +11,21 @@ from django.utils import timezone
 
 from conversations.access import active_membership
 from conversations.validation import clean_non_negative_int
-from realtime_sync.events import Event
-from realtime_sync.publish import publish_on_commit
 
+from .live import publish_receipt_on_commit
 from .models import ReceiptCursor
 
 
-def mark_read(*, user, conversation_id: int, seq, device=None) -> ReceiptCursor:
-    return _advance(user, conversation_id, seq, device, read=True)
+def mark_read(*, user, conversation_id: int, seq) -> ReceiptCursor:
+    return _advance(user, conversation_id, seq, read=True)
 
 
-def mark_delivered(*, user, conversation_id: int, seq, device=None) -> ReceiptCursor:
-    return _advance(user, conversation_id, seq, device, read=False)
+def mark_delivered(*, user, conversation_id: int, seq) -> ReceiptCursor:
+    return _advance(user, conversation_id, seq, read=False)
 
 
 @transaction.atomic
-def _advance(user, conversation_id, seq, device, *, read: bool) -> ReceiptCursor:
+def _advance(user, conversation_id, seq, *, read: bool) -> ReceiptCursor:
     seq = clean_non_negative_int(seq, "seq")
     conversation = active_membership(user, conversation_id).conversation
     seq = min(seq, conversation.last_seq)
@@ -44,18 +43,6 @@ def _advance(user, conversation_id, seq, device, *, read: bool) -> ReceiptCursor
     if changed:
         cursor.updated_at = now
         cursor.save(update_fields=[*changed, "updated_at"])
-        publish_on_commit(receipt_event(cursor, device))
+        publish_receipt_on_commit(cursor)
     return cursor
 
-
-def receipt_event(cursor: ReceiptCursor, device=None) -> Event:
-    return Event(
-        kind="receipt.updated",
-        conversation_id=cursor.conversation_id,
-        payload={
-            "user_id": cursor.user_id,
-            "device_id": device.pk if device is not None else None,
-            "delivered_seq": cursor.delivered_seq,
-            "read_seq": cursor.read_seq,
-        },
-    )

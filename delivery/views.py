@@ -8,7 +8,6 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from devices.authentication import request_device
 from devices.openapi import error_responses
 
 from . import selectors, services
@@ -27,7 +26,6 @@ class CursorView(APIView):
             user=request.user,
             conversation_id=conversation_id,
             seq=serializer.validated_data["seq"],
-            device=request_device(request),
         )
         return Response(ReceiptCursorSerializer(cursor).data)
 

@@ -1,3 +1,10 @@
 """REST routes of the presence app."""
 
-urlpatterns = []
+from django.urls import path
+
+from .views import PresenceDetailView, PresenceListView
+
+urlpatterns = [
+    path("presence", PresenceListView.as_view(), name="presence-list"),
+    path("presence/<int:user_id>", PresenceDetailView.as_view(), name="presence-detail"),
+]

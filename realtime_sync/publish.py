@@ -43,3 +43,14 @@ def publish_on_commit(event: Event, *, to_conversation: bool = True, user_ids=()
 def publish_device_revoked(device) -> None:
     event = Event(kind="device.revoked", payload={"device_id": device.pk}, meta={"device_id": device.pk})
     transaction.on_commit(lambda: send_now(event, [device_group(device.pk)]))
+
+
+async def send_async(event: Event, groups: list[str]) -> None:
+    """`send_now` for code already on the event loop."""
+    layer = get_channel_layer()
+    text = event.text()
+    for group in groups:
+        try:
+            await layer.group_send(group, event.layer_message(group, text))
+        except Exception:
+            logger.exception("publishing %s to %s failed", event.kind, group)

@@ -227,3 +227,12 @@ WS_SHUTDOWN_GRACE_SECONDS = float(os.environ.get("WS_SHUTDOWN_GRACE_SECONDS", "1
 SYNC_MAX_CHANGES = int(os.environ.get("SYNC_MAX_CHANGES", "500"))
 # Conversation events held for a connection that has not sent its first sync yet.
 WS_MAX_HELD_EVENTS = 1000
+
+# Presence, typing and receipts (documented in docs/protocol.md).
+# A device whose server stops refreshing it (the process died) is offline after PRESENCE_TIMEOUT.
+PRESENCE_TIMEOUT = float(os.environ.get("PRESENCE_TIMEOUT", "45"))
+PRESENCE_REFRESH_SECONDS = float(os.environ.get("PRESENCE_REFRESH_SECONDS", "15"))
+# At most one presence broadcast per user, and one receipts broadcast per conversation, per window.
+PRESENCE_COALESCE_SECONDS = float(os.environ.get("PRESENCE_COALESCE_SECONDS", "1.0"))
+RECEIPT_COALESCE_SECONDS = float(os.environ.get("RECEIPT_COALESCE_SECONDS", "0.5"))
+TYPING_TIMEOUT = float(os.environ.get("TYPING_TIMEOUT", "6"))

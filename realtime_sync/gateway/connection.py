@@ -10,10 +10,12 @@ is in each conversation, so log events are held and replayed after the sync.
 """
 
 import time
+import uuid
 
 from django.conf import settings
 
 from conversations.models import Change
+from presence.typing import Typing
 from realtime_sync.events import conversation_group, user_group
 
 from . import close_codes
@@ -30,6 +32,9 @@ class DeviceConnection:
         self.device_id = device.pk
         self.user_id = device.user_id
         self.device = device
+        # Names this connection in presence, which a newer connection of the device takes over.
+        self.connection_id = uuid.uuid4().hex
+        self.typing = Typing(self)
         self.groups: set[str] = set()
         self.streams: dict[int, ConversationStream] = {}
         self.synced = False
@@ -87,6 +92,8 @@ class DeviceConnection:
             await self.close(close_codes.DEVICE_REVOKED, "device revoked")
             return
         conversation_id, seq = message.get("conversation_id"), message.get("seq")
+        if kind == "typing" and (message.get("meta") or {}).get("user_id") == self.user_id:
+            return  # your own typing is not news to your other devices
         if conversation_id is None:
             await self.send_text(message["text"])
         elif seq is None:

@@ -9,6 +9,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from presence import live as presence
 from realtime_sync.errors import ServiceError
 from realtime_sync.events import dumps
 
@@ -45,6 +46,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if not await is_active(device.pk):
             await self.connection.close(close_codes.DEVICE_REVOKED, "device revoked")
             return
+        await presence.connected(self.connection)
         await self.send(text_data=hello(device))
 
     async def receive(self, text_data=None, bytes_data=None):
@@ -74,11 +76,18 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             connection.in_flight -= 1
 
     async def disconnect(self, code):
-        if self.connection is not None:
-            self.connection.closed = True
-            for stream in self.connection.streams.values():
-                stream.stop()
-            self.connection.hub.detach(self.connection)
+        connection = self.connection
+        if connection is None:
+            return
+        connection.closed = True
+        for stream in connection.streams.values():
+            stream.stop()
+        connection.hub.detach(connection)
+        try:
+            await connection.typing.stop_all()
+            await presence.disconnected(connection)
+        except Exception:  # the presence sweep will expire the device instead
+            logger.exception("presence of device %s on disconnect failed", connection.device_id)
 
 
 def hello(device) -> str:
@@ -98,5 +107,7 @@ def hello(device) -> str:
                 "sync_max_changes": settings.SYNC_MAX_CHANGES,
                 "fetch_max_changes": settings.PAGE_SIZE_MAX,
             },
+            "presence_timeout": settings.PRESENCE_TIMEOUT,
+            "typing_timeout": settings.TYPING_TIMEOUT,
         }
     )

@@ -23,6 +23,8 @@ import time
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from presence import live as presence
+from realtime_sync import coalesce
 from realtime_sync.events import device_group, user_group
 
 from . import close_codes
@@ -60,8 +62,10 @@ class Hub:
         # The default prefix matters: channels-redis reads all of a process's channels
         # through one shared key, "specific.<process>!".
         self.channel = await self.layer.new_channel()
+        coalesce.use_loop(asyncio.get_running_loop())
         self.spawn(self._receive_loop())
         self.spawn(self._sweep_loop())
+        self.spawn(presence.keep_alive(self))
         self._install_signal_handlers()
         self._ready.set()
 

@@ -20,7 +20,9 @@ from conversations.selectors import changes_after
 from conversations.validation import clean_non_negative_int
 from delivery import services as delivery_services
 from delivery.sync import plan_sync
-from realtime_sync.errors import InvalidInput
+from presence import live as presence
+from presence.services import clean_status
+from realtime_sync.errors import InvalidInput, NotFound
 
 from . import frames
 
@@ -50,6 +52,7 @@ async def send(connection, frame):
         device=connection.device,
     )
     message = result.message
+    await connection.typing.stop(message.conversation_id)
     return {
         "conversation_id": message.conversation_id,
         "message_id": message.pk,
@@ -84,7 +87,6 @@ async def _cursor_result(connection, frame, service):
         user=connection.device.user,
         conversation_id=conversation_id_of(frame),
         seq=frame.get("seq"),
-        device=connection.device,
     )
     return {
         "conversation_id": cursor.conversation_id,
@@ -152,6 +154,27 @@ async def fetch(connection, frame):
     }
 
 
+async def set_presence(connection, frame):
+    status = clean_status(frame.get("status"))
+    await presence.set_status(connection, status)
+    return {"status": status}
+
+
+async def typing(connection, frame):
+    """Typing in a conversation this device follows (after sync); never stored."""
+    conversation_id = conversation_id_of(frame)
+    if conversation_id not in connection.streams:
+        raise NotFound("Conversation not found.")
+    state = frame.get("state")
+    if state == "start":
+        await connection.typing.start(conversation_id)
+    elif state == "stop":
+        await connection.typing.stop(conversation_id)
+    else:
+        raise InvalidInput("state must be 'start' or 'stop'.", field="state")
+    return {"conversation_id": conversation_id, "state": state}
+
+
 HANDLERS = {
     "ping": ping,
     "sync": sync,
@@ -161,4 +184,6 @@ HANDLERS = {
     "delete": delete,
     "read": read,
     "delivered": delivered,
+    "presence": set_presence,
+    "typing": typing,
 }

@@ -26,6 +26,8 @@ def test_schema_lists_every_endpoint():
         "/api/v1/conversations/{conversation_id}/changes",
         "/api/v1/conversations/{conversation_id}/read",
         "/api/v1/conversations/{conversation_id}/delivered",
+        "/api/v1/presence",
+        "/api/v1/presence/{user_id}",
     }
     edit = paths["/api/v1/conversations/{conversation_id}/messages/{message_id}"]["patch"]
     assert set(edit["responses"]) == {"200", "400", "401", "403", "404", "409"}

@@ -1,9 +1,20 @@
 """Fixtures for gateway tests: a Daphne process on the test database and Redis."""
 
+import time
+
 import pytest
 
 from .harness import ServerProcess
 
+
+
+# Short limits so tests of resets, typing expiry and coalescing run quickly.
+SHARED_SERVER_ENV = {
+    "SYNC_MAX_CHANGES": "40",
+    "TYPING_TIMEOUT": "1",
+    "PRESENCE_COALESCE_SECONDS": "0.3",
+    "RECEIPT_COALESCE_SECONDS": "0.2",
+}
 
 
 @pytest.fixture(scope="session")
@@ -13,16 +24,26 @@ def _server(django_db_setup, django_db_blocker):
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or not settings.REDIS_URL:
         yield None  # the tests themselves skip (or fail in CI) with the reason
         return
-    server = ServerProcess(SYNC_MAX_CHANGES="40").start()
+    server = ServerProcess(**SHARED_SERVER_ENV).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
 def server(_server, transactional_db):
-    """The shared server; tests using it commit for real so the server sees their data."""
+    """The shared server; tests using it commit for real so the server sees their data.
+
+    After the test, wait until the server has finished with the connections the
+    test closed (each ends by writing the device's presence), so emptying the
+    database does not race the server's last writes.
+    """
     assert _server is not None
-    return _server
+    yield _server
+    from presence.models import DevicePresence, Status
+
+    deadline = time.monotonic() + 10
+    while DevicePresence.objects.exclude(status=Status.OFFLINE).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def pytest_collection_modifyitems(items):

@@ -92,11 +92,9 @@ async def test_read_moves_forward_and_reaches_other_devices_and_members(server, 
     assert older["result"]["read_seq"] == 3  # never moves back
 
     for device in (laptop, bob):  # the reader's other device, and the other member
-        receipt = await device.received(lambda f: f["type"] == "event" and f["kind"] == "receipt.updated")
-        assert "seq" not in receipt
-        assert receipt["payload"] == {
-            "user_id": alice.pk, "device_id": phone.hello["device"]["id"], "delivered_seq": 3, "read_seq": 3,
-        }
+        receipt = await device.received(lambda f: f["type"] == "event" and f["kind"] == "receipts.updated")
+        assert "seq" not in receipt and receipt["conversation_id"] == cid
+        assert receipt["payload"] == {"receipts": [{"user_id": alice.pk, "delivered_seq": 3, "read_seq": 3}]}
     for device in (phone, laptop, bob):
         await device.close()
 

@@ -1,0 +1,37 @@
+"""Live receipts: cursor moves are broadcast to the conversation, coalesced.
+
+When a hundred members' devices acknowledge one message, the conversation gets
+one `receipts.updated` event per window listing every member whose cursors
+moved, not a hundred events each fanned out to a hundred devices. Cursors only
+move forward, so the newest value per member is all that is sent.
+"""
+
+from django.conf import settings
+from django.db import transaction
+
+from realtime_sync.coalesce import Coalescer
+from realtime_sync.events import Event, conversation_group
+from realtime_sync.publish import send_async
+
+
+async def _broadcast(conversation_id: int, moved: dict) -> None:
+    event = Event(
+        kind="receipts.updated",
+        conversation_id=conversation_id,
+        payload={"receipts": [moved[user_id] for user_id in sorted(moved)]},
+    )
+    await send_async(event, [conversation_group(conversation_id)])
+
+
+receipts = Coalescer(lambda: settings.RECEIPT_COALESCE_SECONDS, _broadcast, lambda old, new: {**old, **new})
+
+
+def publish_receipt_on_commit(cursor) -> None:
+    moved = {
+        cursor.user_id: {
+            "user_id": cursor.user_id,
+            "delivered_seq": cursor.delivered_seq,
+            "read_seq": cursor.read_seq,
+        }
+    }
+    transaction.on_commit(lambda: receipts.submit(cursor.conversation_id, moved))

@@ -1,0 +1,83 @@
+"""Presence on a running server: connections going online and offline, the
+periodic refresh that keeps them alive, expiry of devices whose server died,
+and the coalesced broadcast of users' presence to their contacts."""
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from realtime_sync.coalesce import Coalescer
+from realtime_sync.events import Event, user_group
+from realtime_sync.publish import send_async
+
+from . import services
+from .models import UserPresence
+from .selectors import contacts_of, presence_payload
+
+logger = logging.getLogger(__name__)
+
+
+def on_db_pool(function):
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
+@database_sync_to_async
+def _snapshot(user_id: int):
+    presence = UserPresence.objects.filter(user_id=user_id).first()
+    return presence_payload(user_id, presence), contacts_of(user_id)
+
+
+# What this process last told everyone about each user, so a flap that ends
+# where it started (online, offline, online within the window) sends nothing.
+_last_broadcast: dict[int, tuple] = {}
+
+
+async def _broadcast(user_id: int, _value) -> None:
+    payload, contacts = await _snapshot(user_id)
+    state = (payload["status"], payload["last_seen_at"])
+    if _last_broadcast.get(user_id) == state:
+        return
+    _last_broadcast[user_id] = state
+    event = Event(kind="presence.updated", payload=payload)
+    await send_async(event, [user_group(contact) for contact in contacts])
+
+
+changes = Coalescer(lambda: settings.PRESENCE_COALESCE_SECONDS, _broadcast)
+
+
+def announce(user_id: int) -> None:
+    changes.submit(user_id, None)
+
+
+async def connected(connection) -> None:
+    if await on_db_pool(services.device_online)(device=connection.device, connection_id=connection.connection_id):
+        announce(connection.user_id)
+
+
+async def disconnected(connection) -> None:
+    if await on_db_pool(services.device_offline)(device=connection.device, connection_id=connection.connection_id):
+        announce(connection.user_id)
+
+
+async def set_status(connection, status) -> None:
+    changed = await on_db_pool(services.device_online)(
+        device=connection.device, connection_id=connection.connection_id, status=status
+    )
+    if changed:
+        announce(connection.user_id)
+
+
+async def keep_alive(hub) -> None:
+    """Refresh this server's connections and expire devices of servers that died."""
+    while True:
+        await asyncio.sleep(settings.PRESENCE_REFRESH_SECONDS)
+        try:
+            ids = [c.connection_id for c in hub.connections if not c.closed]
+            if ids:
+                await on_db_pool(services.refresh)(ids)
+            for user_id in await on_db_pool(services.expire_stale)(timeout=settings.PRESENCE_TIMEOUT):
+                announce(user_id)
+        except Exception:
+            logger.exception("presence refresh failed")

@@ -1,0 +1,86 @@
+"""Presence services: aggregation over devices, connection ownership, expiry."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from conversations.services import create_conversation
+from devices.services import revoke_device
+from presence.models import DevicePresence, UserPresence
+from presence.selectors import contacts_of, presences_for
+from presence.services import device_offline, device_online, expire_stale, refresh
+from realtime_sync.errors import InvalidInput
+
+pytestmark = pytest.mark.django_db
+
+
+def status_of(user):
+    return UserPresence.objects.get(user=user).status
+
+
+def test_the_highest_device_status_wins(make_user, make_device):
+    user = make_user()
+    (phone, _), (laptop, _) = make_device(user, "phone"), make_device(user, "laptop")
+    assert device_online(device=phone, connection_id="p", status="away") is True
+    assert status_of(user) == "away"
+    assert device_online(device=laptop, connection_id="l", status="busy") is True
+    assert status_of(user) == "busy"
+    assert device_online(device=phone, connection_id="p", status="online") is True
+    assert device_online(device=laptop, connection_id="l", status="away") is False  # still online
+    assert device_offline(device=phone, connection_id="p") is True
+    assert status_of(user) == "away"
+    assert device_offline(device=laptop, connection_id="l") is True
+    presence = UserPresence.objects.get(user=user)
+    assert presence.status == "offline" and presence.last_seen_at is not None
+
+
+def test_an_older_connection_closing_leaves_the_newer_one_online(make_user, make_device):
+    user = make_user()
+    device, _ = make_device(user)
+    device_online(device=device, connection_id="old")
+    device_online(device=device, connection_id="new")
+    assert device_offline(device=device, connection_id="old") is False
+    assert status_of(user) == "online"
+
+
+def test_only_settable_statuses(make_user, make_device):
+    device, _ = make_device(make_user())
+    for status in ("offline", "invisible", None):
+        with pytest.raises(InvalidInput):
+            device_online(device=device, connection_id="c", status=status)
+
+
+def test_unrefreshed_devices_expire_and_refreshed_ones_stay(make_user, make_device):
+    alice, bob = make_user(), make_user()
+    (alice_device, _), (bob_device, _) = make_device(alice), make_device(bob)
+    device_online(device=alice_device, connection_id="a")
+    device_online(device=bob_device, connection_id="b")
+    long_ago = timezone.now() - timedelta(seconds=120)
+    DevicePresence.objects.update(last_heartbeat_at=long_ago)
+    assert refresh(["b"]) == 1  # bob's server is alive
+    assert expire_stale(timeout=60) == [alice.pk]
+    assert (status_of(alice), status_of(bob)) == ("offline", "online")
+    assert UserPresence.objects.get(user=alice).last_seen_at == long_ago
+    assert expire_stale(timeout=60) == []
+
+
+def test_revoked_devices_do_not_count(make_user, make_device):
+    user = make_user()
+    (phone, _), (laptop, _) = make_device(user), make_device(user)
+    device_online(device=phone, connection_id="p")
+    device_online(device=laptop, connection_id="l", status="away")
+    revoke_device(device=phone)
+    device_online(device=laptop, connection_id="l", status="away")
+    assert status_of(user) == "away"
+
+
+def test_presence_is_visible_to_contacts_only(make_user, make_device):
+    alice, bob, stranger = make_user(), make_user(), make_user()
+    create_conversation(creator=alice, kind="direct", member_ids=[bob.pk])
+    device, _ = make_device(alice)
+    device_online(device=device, connection_id="a")
+    assert contacts_of(bob.pk) == sorted([alice.pk, bob.pk])
+    seen_by_bob = {p["user_id"]: p["status"] for p in presences_for(bob)}
+    assert seen_by_bob == {alice.pk: "online", bob.pk: "offline"}
+    assert [p["user_id"] for p in presences_for(stranger)] == [stranger.pk]
