@@ -122,14 +122,38 @@ def database_from_env() -> dict:
 DATABASES = {"default": database_from_env()}
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+
+
+def redis_host_from_env() -> dict | None:
+    """channels-redis's connection settings: REDIS_URL, or Sentinel for failover.
+
+    With REDIS_SENTINELS ("host:port,host:port"), the layer asks the sentinels for
+    the current master of REDIS_SENTINEL_MASTER and follows it when it fails over.
+    """
+    # redis-py 8 reads with a 5 s socket timeout by default, which cuts off
+    # channels-redis's 5 s blocking pops (channels_redis#422): allow longer.
+    timeouts = {"socket_timeout": 15}
+    if REDIS_SENTINELS:
+        return {
+            "sentinels": [(host, int(port)) for host, _, port in (s.rpartition(":") for s in REDIS_SENTINELS)],
+            "master_name": os.environ.get("REDIS_SENTINEL_MASTER", "mymaster"),
+            "sentinel_kwargs": {"socket_timeout": 5},
+            "db": int(os.environ.get("REDIS_DB", "0")),
+            **timeouts,
+        }
+    if REDIS_URL:
+        return {"address": REDIS_URL, **timeouts}
+    return None
+
+
+REDIS_HOST = redis_host_from_env()
+if REDIS_HOST:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 reads with a 5 s socket timeout by default, which cuts off
-                # channels-redis's 5 s blocking pops (channels_redis#422): allow longer.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "hosts": [REDIS_HOST],
                 "capacity": int(os.environ.get("CHANNEL_LAYER_CAPACITY", "1000")),
                 "expiry": 60,
             },
