@@ -7,9 +7,12 @@ so membership cannot be probed.
 from realtime_sync.errors import InvalidInput, NotFound, PermissionDenied
 
 from .models import Conversation, Membership
+from .validation import is_id
 
 
 def active_membership(user, conversation_id) -> Membership:
+    if not is_id(conversation_id):
+        raise NotFound("Conversation not found.")
     membership = (
         Membership.objects.active()
         .select_related("conversation")

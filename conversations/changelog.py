@@ -15,13 +15,22 @@ from realtime_sync.events import Event, dumps
 from realtime_sync.publish import publish_on_commit
 
 from .models import Change, Conversation
+from .validation import is_id
 
 
 def lock_conversation(conversation_id: int) -> Conversation:
     """The conversation, row-locked until the surrounding transaction ends."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("lock_conversation must run inside transaction.atomic")
-    conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql":
+        # Marks this transaction's writes as the app's: the plain-SQL triggers on
+        # messages (migration 0002) stand aside, since the app logs and publishes them.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('realtime.origin', 'app', true)")
+    conversation = (
+        Conversation.objects.select_for_update().filter(pk=conversation_id).first() if is_id(conversation_id) else None
+    )
     if conversation is None:
         raise NotFound("Conversation not found.")
     return conversation

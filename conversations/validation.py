@@ -41,7 +41,16 @@ def clean_title(title) -> str:
     return title
 
 
+# The largest value a PostgreSQL bigint (seqs, ids) holds.
+MAX_BIGINT = 2**63 - 1
+
+
+def is_id(value) -> bool:
+    """Whether `value` can be a row id (a positive bigint); anything else finds nothing."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_BIGINT
+
+
 def clean_non_negative_int(value, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BIGINT:
         raise InvalidInput(f"{field} must be a non-negative integer.", field=field)
     return value

@@ -154,7 +154,8 @@ if REDIS_HOST:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_HOST],
-                "capacity": int(os.environ.get("CHANNEL_LAYER_CAPACITY", "1000")),
+                # One channel per server process carries all its events: room for bursts.
+                "capacity": int(os.environ.get("CHANNEL_LAYER_CAPACITY", "10000")),
                 "expiry": 60,
             },
         }
@@ -249,6 +250,8 @@ WS_MAX_FRAME_BYTES = int(os.environ.get("WS_MAX_FRAME_BYTES", "65536"))
 WS_SHUTDOWN_GRACE_SECONDS = float(os.environ.get("WS_SHUTDOWN_GRACE_SECONDS", "10"))
 # Past this many missed changes a conversation is answered with "reset" (reload it over REST).
 SYNC_MAX_CHANGES = int(os.environ.get("SYNC_MAX_CHANGES", "500"))
+# How often each server checks its streams against the log, to catch a dropped live event.
+WS_RECONCILE_SECONDS = float(os.environ.get("WS_RECONCILE_SECONDS", "5"))
 # Conversation events held for a connection that has not sent its first sync yet.
 WS_MAX_HELD_EVENTS = 1000
 

@@ -24,7 +24,7 @@ from ..access import active_membership
 from ..changelog import append_change, lock_conversation, record_change, take_next_seq
 from ..models import Change, Message, MessageEdit
 from ..payloads import message_payload
-from ..validation import clean_body, clean_client_msg_id
+from ..validation import clean_body, clean_client_msg_id, is_id
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def send_message(
 ) -> SendResult:
     client_msg_id = clean_client_msg_id(client_msg_id)
     body = clean_body(body)
-    if reply_to_id is not None and (isinstance(reply_to_id, bool) or not isinstance(reply_to_id, int)):
+    if reply_to_id is not None and not is_id(reply_to_id):
         raise InvalidInput("reply_to must be a message id.", field="reply_to")
     try:
         return _send(sender, conversation_id, client_msg_id, body, reply_to_id, device)
@@ -82,7 +82,7 @@ def _retry_result(original: Message, conversation_id: int) -> SendResult:
 
 
 def _message_in(conversation, message_id) -> Message:
-    message = Message.objects.filter(pk=message_id, conversation=conversation).first() if isinstance(message_id, int) else None
+    message = Message.objects.filter(pk=message_id, conversation=conversation).first() if is_id(message_id) else None
     if message is None:
         raise NotFound("Message not found.")
     return message

@@ -1,9 +1,9 @@
-"""WebSocket close codes (docs/protocol.md lists them with what a client should do)."""
+"""WebSocket close codes (docs/protocol.md lists them with what a client should do).
 
-NORMAL = 1000
-# The server is shutting down: reconnect (another process will take you) and sync.
-GOING_AWAY = 1001
-INTERNAL_ERROR = 1011
+All are in the 4000-4999 range for applications: Daphne's WebSocket layer refuses
+to send the RFC's 1001 (going away) and 1011 (internal error) from a server.
+"""
+
 # Missing, unknown or revoked token, or no logged-in session: do not retry with the same credentials.
 UNAUTHORIZED = 4401
 # The page's Origin is not one of the server's allowed hosts.
@@ -14,3 +14,7 @@ HEARTBEAT_TIMEOUT = 4408
 DEVICE_REVOKED = 4410
 # The connection fell too far behind (too many events held before its first sync).
 TOO_FAR_BEHIND = 4429
+# The server failed this connection: reconnect and sync.
+INTERNAL_ERROR = 4500
+# The server is shutting down: reconnect (another process will take you) and sync.
+GOING_AWAY = 4503

@@ -20,11 +20,13 @@ import signal
 import threading
 import time
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence import live as presence
 from realtime_sync import coalesce
+from delivery.sync import last_seqs
 from realtime_sync.events import device_group, user_group
 
 from . import close_codes
@@ -32,6 +34,8 @@ from . import close_codes
 logger = logging.getLogger(__name__)
 
 GROUP_REFRESH_SECONDS = 3600
+
+load_last_seqs = database_sync_to_async(last_seqs, thread_sensitive=False)
 
 
 class Hub:
@@ -65,6 +69,7 @@ class Hub:
         coalesce.use_loop(asyncio.get_running_loop())
         self.spawn(self._receive_loop())
         self.spawn(self._sweep_loop())
+        self.spawn(self._reconcile_loop())
         self.spawn(presence.keep_alive(self))
         self._install_signal_handlers()
         self._ready.set()
@@ -172,6 +177,24 @@ class Hub:
                     await self._rejoin_all()
                 except Exception:
                     logger.exception("refreshing group membership failed")
+
+    async def _reconcile_loop(self) -> None:
+        """Catch what the layer dropped: a lost event shows up as a gap only when the
+        next one arrives, so every few seconds compare each followed conversation's
+        last seq with the streams' cursors and refill the ones behind."""
+        while True:
+            await asyncio.sleep(settings.WS_RECONCILE_SECONDS)
+            streams = [s for c in list(self.connections) for s in c.streams.values() if s.live and not s.ended]
+            if not streams:
+                continue
+            try:
+                latest = await load_last_seqs({s.conversation_id for s in streams})
+            except Exception:
+                logger.exception("reconciling streams failed")
+                continue
+            for stream in streams:
+                if stream.cursor < latest.get(stream.conversation_id, 0):
+                    stream.refill()
 
     # Graceful shutdown
 

@@ -17,7 +17,7 @@ from conversations import services as conversation_services
 from conversations.changelog import change_event
 from conversations.payloads import message_payload
 from conversations.selectors import changes_after
-from conversations.validation import clean_non_negative_int
+from conversations.validation import clean_non_negative_int, is_id
 from delivery import services as delivery_services
 from delivery.sync import plan_sync
 from presence import live as presence
@@ -33,7 +33,7 @@ def on_db_pool(function):
 
 def conversation_id_of(frame) -> int:
     value = frame.get("conversation_id")
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_id(value):
         raise InvalidInput("conversation_id must be a positive integer.", field="conversation_id")
     return value
 
@@ -109,7 +109,7 @@ def _cursors_of(frame) -> dict[int, int]:
         raise InvalidInput("cursors must be an object of conversation id -> seq.", field="cursors")
     cursors = {}
     for key, seq in raw.items():
-        if not (isinstance(key, str) and key.isdigit()):
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 19):
             raise InvalidInput(f"cursors key {key!r} is not a conversation id.", field="cursors")
         cursors[int(key)] = clean_non_negative_int(seq, "cursors")
     return cursors

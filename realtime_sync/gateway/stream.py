@@ -93,15 +93,19 @@ class ConversationStream:
                 for change in changes:
                     if self.ended:
                         return
-                    if change.seq == self.cursor + 1:
-                        event = change_event(change)
-                        await self._emit(change.seq, event.text(), change.kind, event.meta)
+                    if change.seq <= self.cursor:
+                        continue
+                    if change.seq > self.cursor + 1:
+                        await self._reset_at(change.seq - 1)
+                    event = change_event(change)
+                    await self._emit(change.seq, event.text(), change.kind, event.meta)
                 await self._release_held()
                 if not self._held and len(changes) < REFILL_BATCH:
                     return
                 empty_reads = 0 if changes else empty_reads + 1
                 if empty_reads >= MAX_EMPTY_REFILLS:
-                    await self._reset_to_held()
+                    await self._reset_at(max(self._held))
+                    await self._release_held()
                     return
         except Exception:
             # The device keeps its cursor; the next event or sync refills again.
@@ -118,12 +122,13 @@ class ConversationStream:
             seq = self.cursor + 1
             await self._emit(seq, *self._held.pop(seq))
 
-    async def _reset_to_held(self) -> None:
-        """The log lacks seqs that live events claim exist (it was altered by hand):
-        tell the device to reload the conversation and go on from the newest event."""
-        last_seq = max(self._held)
-        logger.warning("conversation %s: log has no seqs up to %s; resetting device %s", self.conversation_id, last_seq, self.connection.device_id)
-        self._held.clear()
-        self.cursor = last_seq
-        await self.connection.send_text(frames.reset(self.conversation_id, last_seq, "log_gap"))
+    async def _reset_at(self, seq: int) -> None:
+        """The log lacks seqs up to `seq` (it was altered by hand): tell the device
+        to reload the conversation, and go on from there."""
+        logger.warning(
+            "conversation %s: log has a hole before seq %s; resetting device %s",
+            self.conversation_id, seq + 1, self.connection.device_id,
+        )
+        self.cursor = seq
+        await self.connection.send_text(frames.reset(self.conversation_id, seq, "log_gap"))
 

@@ -172,3 +172,34 @@ async def test_a_device_that_saw_a_gap_fetches_the_range(server, account):
     kinds = await db(lambda: dict(Change.objects.filter(conversation=conversation).values_list("seq", "kind")))()
     assert all(c["kind"] == kinds[c["seq"]] for c in first["result"]["changes"] + rest["result"]["changes"])
     await device.close()
+
+
+async def test_a_live_event_the_layer_dropped_still_arrives(server, account, monkeypatch):
+    (alice, (token,)), = [await account()]
+    conversation, _ = await db(create_conversation)(creator=alice, kind="group")
+    device = await Device(server.url, token).connect()
+    await device.request("sync", cursors={str(conversation.pk): 1})
+
+    import realtime_sync.publish
+
+    monkeypatch.setattr(realtime_sync.publish, "send_now", lambda event, groups: None)  # the doorbell fails
+    await send_many(alice, conversation.pk, 1, "unannounced")
+    # No later event reveals the gap; the server's reconciliation finds it in the log.
+    event = await device.wait_for(event_at(conversation.pk, 2), timeout=5)
+    assert event["payload"]["body"] == "unannounced0"
+    await device.close()
+
+
+async def test_a_hole_in_the_log_is_answered_with_a_reset_not_a_stall(server, account):
+    (alice, (token,)), = [await account()]
+    conversation, _ = await db(create_conversation)(creator=alice, kind="group")
+    await send_many(alice, conversation.pk, 4, "m")  # 2..5
+    await db(lambda: Change.objects.filter(conversation=conversation, seq=3).delete())()  # altered by hand
+    device = await Device(server.url, token).connect()
+    reply = await device.request("sync", cursors={str(conversation.pk): 1})
+    assert [(f["type"], f.get("seq") or f.get("last_seq")) for f in device.frames[1:-1]] == [
+        ("event", 2), ("reset", 3), ("event", 4), ("event", 5),
+    ]
+    assert device.frames[2]["reason"] == "log_gap"
+    assert reply["result"]["cursors"] == {str(conversation.pk): 5}
+    await device.close()
