@@ -10,21 +10,12 @@ running gateway (a management command, a test) flushes at once instead.
 
 import asyncio
 import logging
-import threading
 
 from asgiref.sync import async_to_sync
 
+from . import server_loop
+
 logger = logging.getLogger(__name__)
-
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-def use_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Flush on this loop from now on (called when the gateway starts)."""
-    global _loop
-    with _loop_lock:
-        _loop = loop
 
 
 class Coalescer:
@@ -37,18 +28,14 @@ class Coalescer:
         self._pending: dict = {}
 
     def submit(self, key, value) -> None:
-        loop = _loop
-        if loop is None or loop.is_closed():
+        loop = server_loop.get()
+        if loop is None:
             self._flush_now(key, value)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        elif server_loop.on_this_thread(loop):
             self._add(key, value)
-        else:
+        elif loop.is_running():
             loop.call_soon_threadsafe(self._add, key, value)
+        # else: the server is exiting; state broadcasts are moot, REST shows the state.
 
     def _add(self, key, value) -> None:
         if key in self._pending:

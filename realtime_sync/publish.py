@@ -7,18 +7,28 @@ commit (`transaction.on_commit`). A broken channel layer is logged, never
 raised into a request whose write already committed.
 """
 
+import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from . import server_loop
 from .events import Event, conversation_group, device_group, user_group
 
 logger = logging.getLogger(__name__)
 
 
+PUBLISH_TIMEOUT_SECONDS = 5
+
+
 def send_now(event: Event, groups: list[str]) -> None:
+    """Publish from synchronous code (an on_commit hook, a management command)."""
+    loop = server_loop.get()
+    if loop is not None and not server_loop.on_this_thread(loop):
+        _send_on(loop, event, groups)
+        return
     layer = get_channel_layer()
     if layer is None:
         return
@@ -29,6 +39,20 @@ def send_now(event: Event, groups: list[str]) -> None:
             async_to_sync(layer.group_send)(group, message)
         except Exception:  # the log has the change; devices will catch up
             logger.exception("publishing %s to %s failed", event.kind, group)
+
+
+def _send_on(loop, event: Event, groups: list[str]) -> None:
+    """Publish on the gateway's loop, waiting a bounded time: a server that is
+    exiting must not hang a database thread (and with it the exit) on a publish."""
+    if not loop.is_running():
+        logger.warning("not publishing %s: the server's event loop has stopped", event.kind)
+        return
+    future = asyncio.run_coroutine_threadsafe(send_async(event, groups), loop)
+    try:
+        future.result(timeout=PUBLISH_TIMEOUT_SECONDS)
+    except Exception:
+        future.cancel()
+        logger.exception("publishing %s timed out or failed", event.kind)
 
 
 def publish_on_commit(event: Event, *, to_conversation: bool = True, user_ids=()) -> None:

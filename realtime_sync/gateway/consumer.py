@@ -40,6 +40,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except Refused as refused:
             await self.close(code=refused.code, reason=refused.reason)
             return
+        # hello first: whatever the groups joined below deliver comes after it.
+        await self.send(text_data=hello(device))
         self.connection = DeviceConnection(self, hub, device)
         await hub.attach(self.connection)
         # A revoke that committed before the device group was joined has no event here.
@@ -47,7 +49,6 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self.connection.close(close_codes.DEVICE_REVOKED, "device revoked")
             return
         await presence.connected(self.connection)
-        await self.send(text_data=hello(device))
 
     async def receive(self, text_data=None, bytes_data=None):
         connection = self.connection

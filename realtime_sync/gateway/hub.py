@@ -25,7 +25,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence import live as presence
-from realtime_sync import coalesce
+from realtime_sync import server_loop
 from delivery.sync import last_seqs
 from realtime_sync.events import device_group, user_group
 
@@ -66,7 +66,7 @@ class Hub:
         # The default prefix matters: channels-redis reads all of a process's channels
         # through one shared key, "specific.<process>!".
         self.channel = await self.layer.new_channel()
-        coalesce.use_loop(asyncio.get_running_loop())
+        server_loop.register(asyncio.get_running_loop())
         self.spawn(self._receive_loop())
         self.spawn(self._sweep_loop())
         self.spawn(self._reconcile_loop())
