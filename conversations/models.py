@@ -159,6 +159,10 @@ class Change(models.Model):
         MESSAGE_EDITED = "message.edited"
         MESSAGE_DELETED = "message.deleted"
 
+    class Origin(models.TextChoices):
+        APP = "app", "App"
+        SQL = "sql", "Plain SQL"
+
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="changes")
     seq = models.BigIntegerField()
     kind = models.CharField(max_length=40, choices=Kind.choices)
@@ -166,6 +170,10 @@ class Change(models.Model):
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes")
     created_at = models.DateTimeField(default=timezone.now)
+    # Who wrote the change: the app's services ("app", published by the app after
+    # commit) or a PostgreSQL trigger reacting to plain SQL on the messages table
+    # ("sql", published by the `listen_changes` process). See migration 0002.
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.APP, editable=False)
 
     class Meta:
         ordering = ["conversation_id", "seq"]

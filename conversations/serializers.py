@@ -197,6 +197,7 @@ class ChangesQuerySerializer(serializers.Serializer):
 class MessageSendSerializer(serializers.Serializer):
     client_msg_id = serializers.CharField(
         max_length=settings.CLIENT_MSG_ID_MAX_CHARS,
+        trim_whitespace=False,  # the same id as over the WebSocket, byte for byte
         help_text="Chosen by the client, unique per sender; a retry with the same id returns the original.",
     )
     body = serializers.CharField(max_length=settings.MESSAGE_BODY_MAX_CHARS, trim_whitespace=False)

@@ -24,6 +24,28 @@ def issue_device(*, user, name: str) -> IssuedDevice:
     return IssuedDevice(device=device, token=token)
 
 
+# Where a browser session keeps the id of the device its WebSocket connections use.
+SESSION_DEVICE_KEY = "realtime_device_id"
+
+
+def device_for_session(user, session) -> Device | None:
+    """The device of a logged-in browser session, created on first use; None once revoked."""
+    device_id = session.get(SESSION_DEVICE_KEY)
+    if device_id is not None:
+        return Device.objects.active().select_related("user").filter(pk=device_id, user=user).first()
+    device = issue_device(user=user, name="browser session").device
+    session[SESSION_DEVICE_KEY] = device.pk
+    session.save()
+    return device
+
+
+def end_session_device(user, session) -> None:
+    """On logging a session out: revoke its device, which closes its sockets."""
+    device = Device.objects.filter(pk=session.get(SESSION_DEVICE_KEY), user=user).first()
+    if device is not None:
+        revoke_device(device=device)
+
+
 def log_in(*, username: str, password: str, device_name: str, request=None) -> IssuedDevice:
     user = authenticate(request, username=username, password=password)
     if user is None:

@@ -58,7 +58,8 @@ class LogoutView(APIView):
         summary="Log out",
         description=(
             "With a token: revokes the device that made the request, so its token stops working "
-            "and its live connections are closed. With a session: ends the session."
+            "and its live connections are closed. With a session: ends the session and revokes "
+            "the device its WebSocket connections used."
         ),
         request=None,
         responses={204: None, **error_responses()},
@@ -68,6 +69,7 @@ class LogoutView(APIView):
         if device is not None:
             services.revoke_device(device=device)
         else:
+            services.end_session_device(request.user, request.session)
             logout(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -11,6 +11,10 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .errors import ServiceError
 
 
+# The same codes as the services' errors, whichever layer raised them (DRF, Django).
+CODES_BY_STATUS = {403: "forbidden", 404: "not_found"}
+
+
 def exception_handler(exc, context):
     if isinstance(exc, ServiceError):
         return Response(exc.as_dict(), status=exc.http_status)
@@ -21,7 +25,7 @@ def exception_handler(exc, context):
         response.data = _validation_body(exc.detail)
         response.status_code = status.HTTP_400_BAD_REQUEST
         return response
-    code = getattr(exc, "default_code", "error")
+    code = CODES_BY_STATUS.get(response.status_code) or getattr(exc, "default_code", "error")
     detail = response.data.get("detail", str(exc)) if isinstance(response.data, dict) else str(exc)
     response.data = {"code": code, "message": str(detail)}
     return response

@@ -12,6 +12,7 @@ PROBE = (
     "import django, json; django.setup(); from django.conf import settings as s; "
     "print(json.dumps({'db': s.DATABASES['default']['ENGINE'], 'name': str(s.DATABASES['default']['NAME']), "
     "'pool': s.DATABASES['default'].get('OPTIONS', {}).get('pool'), "
+    "'health_checks': s.DATABASES['default'].get('CONN_HEALTH_CHECKS'), "
     "'layer': s.CHANNEL_LAYERS['default']['BACKEND'], 'hosts': s.ALLOWED_HOSTS, 'debug': s.DEBUG}))"
 )
 SERVICE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "REQUIRE_SERVICES")
@@ -51,6 +52,7 @@ def test_services_are_chosen_by_url():
     assert settings["db"] == "django.db.backends.postgresql"
     assert settings["name"] == "chat"
     assert settings["pool"]["max_size"] == 7
+    assert settings["health_checks"] is True
     assert settings["layer"] == "channels_redis.core.RedisChannelLayer"
     assert settings["hosts"] == ["chat.example.com", "api.example.com"]
     assert settings["debug"] is False

@@ -15,13 +15,12 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from devices.authentication import touch
 from devices.models import Device
 from devices.selectors import device_for_token
-from devices.services import issue_device
+from devices.services import device_for_session
 
 from . import close_codes
-
-SESSION_DEVICE_KEY = "realtime_device_id"
 
 
 @dataclass(frozen=True)
@@ -57,31 +56,22 @@ def token_from(scope) -> str | None:
     return values[0] if values else None
 
 
-def _session_device(user, session) -> Device | None:
-    device_id = session.get(SESSION_DEVICE_KEY)
-    if device_id is not None:
-        return Device.objects.active().filter(pk=device_id, user=user).first()
-    device = issue_device(user=user, name="browser session").device
-    session[SESSION_DEVICE_KEY] = device.pk
-    session.save()
-    return device
-
-
 @database_sync_to_async
 def _identify(scope, token) -> Device:
     if token is not None:
         device = device_for_token(token)
         if device is None:
             raise Refused(close_codes.UNAUTHORIZED, "invalid or revoked token")
-        return device
-    user = scope.get("user")
-    session = scope.get("session")
-    if user is None or not user.is_authenticated or session is None:
-        raise Refused(close_codes.UNAUTHORIZED, "no token and no logged-in session")
-    device = _session_device(user, session)
-    if device is None:
-        raise Refused(close_codes.UNAUTHORIZED, "this session's device was revoked")
-    return Device.objects.select_related("user").get(pk=device.pk)
+    else:
+        user = scope.get("user")
+        session = scope.get("session")
+        if user is None or not user.is_authenticated or session is None:
+            raise Refused(close_codes.UNAUTHORIZED, "no token and no logged-in session")
+        device = device_for_session(user, session)
+        if device is None:
+            raise Refused(close_codes.UNAUTHORIZED, "this session's device was revoked")
+    touch(device)
+    return device
 
 
 async def identify(scope) -> Device:

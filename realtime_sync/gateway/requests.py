@@ -39,7 +39,7 @@ def conversation_id_of(frame) -> int:
 
 
 async def ping(connection, frame):
-    await connection.send_text(frames.pong(frame.get("ref"), timezone.now().isoformat()))
+    await connection.send_text(frames.pong(frame.get("ref"), timezone.now()))
 
 
 async def send(connection, frame):

@@ -189,3 +189,20 @@ def test_session_writes_need_the_csrf_token(make_user, make_group):
 
     assert response.status_code == 403
     assert "CSRF" in response.json()["message"]
+
+
+def test_logging_a_session_out_revokes_its_websocket_device(make_user):
+    from django.test import Client
+
+    from devices.models import Device
+    from devices.services import SESSION_DEVICE_KEY, device_for_session
+
+    user = make_user(username="sessionuser")
+    client = Client()
+    assert client.login(username="sessionuser", password="correct horse battery staple")
+    session = client.session
+    device = device_for_session(user, session)
+    assert client.session[SESSION_DEVICE_KEY] == device.pk
+    response = client.post("/api/v1/auth/logout")
+    assert response.status_code == 204
+    assert Device.objects.get(pk=device.pk).revoked_at is not None
