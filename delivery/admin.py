@@ -6,7 +6,7 @@ other members; an edit here could move it back or skip the event.
 
 from django.contrib import admin
 
-from conversations.admin import ReadOnlyAdminMixin
+from realtime_sync.admin_tools import ReadOnlyAdminMixin
 
 from .models import ReceiptCursor
 

@@ -6,22 +6,13 @@ typed in here would be overwritten by the next heartbeat and never announced.
 
 from django.contrib import admin
 
+from realtime_sync.admin_tools import ReadOnlyAdminMixin
+
 from .models import DevicePresence, UserPresence
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(DevicePresence)
-class DevicePresenceAdmin(ReadOnlyAdmin):
+class DevicePresenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "device", "user", "status", "last_heartbeat_at", "updated_at")
     list_filter = ("status", "updated_at")
     list_select_related = ("device__user",)
@@ -35,7 +26,7 @@ class DevicePresenceAdmin(ReadOnlyAdmin):
 
 
 @admin.register(UserPresence)
-class UserPresenceAdmin(ReadOnlyAdmin):
+class UserPresenceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "user", "status", "last_seen_at", "updated_at")
     list_filter = ("status", "updated_at")
     list_select_related = ("user",)

@@ -1,7 +1,6 @@
 """The channel layer through Redis Sentinel: a real sentinel watching the real
 Redis, configured the way production would configure it."""
 
-import asyncio
 import os
 import socket
 import subprocess

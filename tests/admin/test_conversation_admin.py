@@ -3,7 +3,7 @@ go through the services, so they are logged and announced like any other."""
 
 from django.urls import reverse
 
-import conversations.admin as conversations_admin
+import conversations.admin.conversation as conversations_admin
 from conversations.models import Change, Conversation, Membership
 from conversations.services import remove_member
 

@@ -141,7 +141,7 @@ async def test_a_member_removed_while_offline_gets_the_removal_and_nothing_after
 
 
 async def test_a_member_removed_live_gets_the_removal_and_nothing_after(server, account):
-    (alice, (alice_token,)), (bob, (token,)) = await account(), await account()
+    (alice, _), (bob, (token,)) = await account(), await account()
     conversation, _ = await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
     lobby, _ = await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
     device = await Device(server.url, token).connect()

@@ -1,7 +1,6 @@
 """Presence: per device, aggregated per user, persisted, visible to contacts live
 and over REST, coalesced, and expiring when a server dies without a word."""
 
-import asyncio
 import signal
 import time
 
@@ -40,7 +39,7 @@ def rest_presence(token, user_id):
 
 
 async def test_presence_aggregates_over_a_users_devices(server, account):
-    (alice, (phone_token, laptop_token)), (bob, (bob_token,)), (stranger, (stranger_token,)) = [
+    (alice, (phone_token, laptop_token)), (bob, (bob_token,)), (_, (stranger_token,)) = [
         await account(devices=2), await account(), await account()
     ]
     await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
