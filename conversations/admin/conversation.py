@@ -15,7 +15,7 @@ from ..validation import clean_title
 from .base import ServiceErrorsAsMessagesMixin, as_validation_error
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The conversation's members, read-only: membership changes go through the
     conversation form's "Members" fields, which call the services."""
 
@@ -26,15 +26,6 @@ class MembershipInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 MEMBER_FIELDS = ("add_members", "add_role", "remove_members")

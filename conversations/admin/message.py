@@ -30,7 +30,7 @@ class MessageStateFilter(admin.SimpleListFilter):
         return queryset
 
 
-class MessageEditInline(admin.TabularInline):
+class MessageEditInline(ReadOnlyAdminMixin, admin.TabularInline):
     """Earlier bodies of the message, oldest first (erased when it is deleted)."""
 
     model = MessageEdit
@@ -38,15 +38,6 @@ class MessageEditInline(admin.TabularInline):
     readonly_fields = fields
     extra = 0
     can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class MessageAdminForm(forms.ModelForm):

@@ -2,36 +2,19 @@
 publishing only what commits. These need PostgreSQL's row locks (and Redis for
 the publish test): SQLite serializes all writers and would prove nothing."""
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connection, transaction
+from django.db import transaction
 
 from conversations.models import Change, Message
 from conversations.services import create_conversation, send_message
 from delivery.models import ReceiptCursor
 from delivery.services import mark_read
 from realtime_sync.events import conversation_group
+from tests.threads import run_in_threads
 
 THREADS = 12
-
-
-def run_in_threads(count, work):
-    """Run work(i) in `count` threads released together; return the results in order."""
-    barrier = threading.Barrier(count)
-
-    def task(i):
-        try:
-            barrier.wait()
-            return work(i)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(task, range(count)))
 
 
 @pytest.mark.postgres

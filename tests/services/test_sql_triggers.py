@@ -7,8 +7,6 @@ left alone by the triggers, and seqs stay gapless when both kinds interleave.
 """
 
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -16,26 +14,17 @@ from django.db import DatabaseError, connection, transaction
 
 from conversations.models import Change, Conversation, Message, MessageEdit
 from conversations.payloads import message_payload
-from conversations.services import create_conversation, delete_message, edit_message, send_message
+from conversations.services import (
+    create_conversation,
+    delete_message,
+    edit_message,
+    send_message,
+)
 from realtime_sync.events import dumps
 from realtime_sync.listener import conninfo_from_settings
+from tests.threads import run_in_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def run_in_threads(count, work):
-    """Run work(i) in `count` threads released together."""
-    barrier = threading.Barrier(count)
-
-    def task(i):
-        try:
-            barrier.wait()
-            return work(i)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return list(pool.map(task, range(count)))
 
 
 def sql(statement, params=()):
