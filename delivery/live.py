@@ -23,7 +23,21 @@ async def _broadcast(conversation_id: int, moved: dict) -> None:
     await send_async(event, [conversation_group(conversation_id)])
 
 
-receipts = Coalescer(lambda: settings.RECEIPT_COALESCE_SECONDS, _broadcast, lambda old, new: {**old, **new})
+def _merge(pending: dict, moved: dict) -> dict:
+    """Fold cursor moves; hooks from different threads may arrive out of order,
+    so keep the highest of each cursor, never just the last one handed in."""
+    merged = dict(pending)
+    for user_id, cursor in moved.items():
+        known = merged.get(user_id)
+        merged[user_id] = cursor if known is None else {
+            "user_id": user_id,
+            "delivered_seq": max(known["delivered_seq"], cursor["delivered_seq"]),
+            "read_seq": max(known["read_seq"], cursor["read_seq"]),
+        }
+    return merged
+
+
+receipts = Coalescer(lambda: settings.RECEIPT_COALESCE_SECONDS, _broadcast, _merge)
 
 
 def publish_receipt_on_commit(cursor) -> None:

@@ -29,17 +29,11 @@ def _snapshot(user_id: int):
     return presence_payload(user_id, presence), contacts_of(user_id)
 
 
-# What this process last told everyone about each user, so a flap that ends
-# where it started (online, offline, online within the window) sends nothing.
-_last_broadcast: dict[int, tuple] = {}
-
-
 async def _broadcast(user_id: int, _value) -> None:
+    """Send the user's presence as stored now. A flap inside one window sends one
+    event with where it ended, even if that is where it started: with several
+    processes, only the database knows what contacts last heard."""
     payload, contacts = await _snapshot(user_id)
-    state = (payload["status"], payload["last_seen_at"])
-    if _last_broadcast.get(user_id) == state:
-        return
-    _last_broadcast[user_id] = state
     event = Event(kind="presence.updated", payload=payload)
     await send_async(event, [user_group(contact) for contact in contacts])
 

@@ -21,7 +21,7 @@ SETTABLE = (Status.ONLINE, Status.AWAY, Status.BUSY)
 
 def clean_status(status) -> str:
     if status not in SETTABLE:
-        raise InvalidInput(f"status must be one of {list(SETTABLE)}.", field="status")
+        raise InvalidInput(f"status must be one of {[s.value for s in SETTABLE]}.", field="status")
     return status
 
 

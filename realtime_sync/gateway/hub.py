@@ -27,6 +27,7 @@ from django.conf import settings
 from presence import live as presence
 from realtime_sync import server_loop
 from delivery.sync import last_seqs
+from devices.selectors import revoked_among
 from realtime_sync.events import device_group, user_group
 
 from . import close_codes
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 GROUP_REFRESH_SECONDS = 3600
 
 load_last_seqs = database_sync_to_async(last_seqs, thread_sensitive=False)
+load_revoked = database_sync_to_async(revoked_among, thread_sensitive=False)
 
 
 class Hub:
@@ -181,20 +183,25 @@ class Hub:
     async def _reconcile_loop(self) -> None:
         """Catch what the layer dropped: a lost event shows up as a gap only when the
         next one arrives, so every few seconds compare each followed conversation's
-        last seq with the streams' cursors and refill the ones behind."""
+        last seq with the streams' cursors and refill the ones behind, and close
+        the connections of devices revoked meanwhile."""
         while True:
             await asyncio.sleep(settings.WS_RECONCILE_SECONDS)
-            streams = [s for c in list(self.connections) for s in c.streams.values() if s.live and not s.ended]
-            if not streams:
-                continue
+            connections = [c for c in list(self.connections) if not c.closed]
+            streams = [s for c in connections for s in c.streams.values() if s.live and not s.ended]
             try:
-                latest = await load_last_seqs({s.conversation_id for s in streams})
+                latest = await load_last_seqs({s.conversation_id for s in streams}) if streams else {}
+                # A lost "device revoked" event must not leave the device connected.
+                revoked = await load_revoked({c.device_id for c in connections}) if connections else set()
             except Exception:
                 logger.exception("reconciling streams failed")
                 continue
             for stream in streams:
                 if stream.cursor < latest.get(stream.conversation_id, 0):
                     stream.refill()
+            for connection in connections:
+                if connection.device_id in revoked:
+                    self.spawn(connection.close(close_codes.DEVICE_REVOKED, "device revoked"))
 
     # Graceful shutdown
 

@@ -104,7 +104,8 @@ async def delivered(connection, frame):
 
 
 def _cursors_of(frame) -> dict[int, int]:
-    raw = frame.get("cursors", {})
+    raw = frame.get("cursors")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise InvalidInput("cursors must be an object of conversation id -> seq.", field="cursors")
     cursors = {}

@@ -99,3 +99,15 @@ async def test_revoking_a_connected_device_disconnects_it_at_once(server, accoun
     # The user's other device is untouched.
     assert (await other.request("ping"))["type"] == "pong"
     await other.close()
+
+
+async def test_a_revocation_whose_event_was_lost_still_disconnects(server, account, monkeypatch):
+    import realtime_sync.publish
+
+    user, (token,) = await account()
+    ws = await Ws(server.url, token).connect()
+    monkeypatch.setattr(realtime_sync.publish, "send_now", lambda event, groups: None)  # the doorbell fails
+    device = await database_sync_to_async(Device.objects.get)(pk=ws.hello["device"]["id"])
+    await database_sync_to_async(revoke_device)(device=device)
+    # The server's periodic reconciliation finds the revocation in the database.
+    assert await ws.wait_closed(timeout=5) == close_codes.DEVICE_REVOKED
