@@ -253,6 +253,8 @@ WS_MAX_FRAME_BYTES = int(os.environ.get("WS_MAX_FRAME_BYTES", "65536"))
 WS_SHUTDOWN_GRACE_SECONDS = float(os.environ.get("WS_SHUTDOWN_GRACE_SECONDS", "10"))
 # Past this many missed changes a conversation is answered with "reset" (reload it over REST).
 SYNC_MAX_CHANGES = int(os.environ.get("SYNC_MAX_CHANGES", "500"))
+# How long a stream waits for a missing seq to arrive live before reading it from the log.
+WS_GAP_GRACE_SECONDS = float(os.environ.get("WS_GAP_GRACE_SECONDS", "0.1"))
 # How often each server checks its streams against the log, to catch a dropped live event.
 WS_RECONCILE_SECONDS = float(os.environ.get("WS_RECONCILE_SECONDS", "5"))
 # Conversation events held for a connection that has not sent its first sync yet.

@@ -5,8 +5,13 @@ one, and a device may subscribe a moment after a change committed. So the
 stream keeps the device's cursor (the last seq sent) and:
   * an event at cursor + 1 is sent at once;
   * an event at or below the cursor was already sent and is dropped;
-  * an event past cursor + 1 reveals a gap: it is held, and a refill reads the
-    missing changes from the log, sends them, then releases what was held.
+  * an event past cursor + 1 reveals a gap: it is held. Usually the missing
+    event is just behind it (two senders' commits published from different
+    threads can reach the layer in swapped order), so the stream waits a
+    moment for it; if it does not come, a refill reads the missing changes
+    from the log, sends them, then releases what was held. Reading the log at
+    once on every swap would send every device of a busy conversation to the
+    database at the same moment.
 Seqs of a conversation commit in order, so once an event for seq N arrived,
 the log holds every seq below N.
 """
@@ -15,6 +20,7 @@ import asyncio
 import logging
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 
 from conversations.changelog import change_event
 from conversations.models import Change
@@ -42,6 +48,7 @@ class ConversationStream:
         self.live = False
         self._held: dict[int, tuple[str, str, dict]] = {}
         self._refill: asyncio.Task | None = None
+        self._gap_timer: asyncio.TimerHandle | None = None
 
     async def offer(self, seq: int, text: str, kind: str, meta: dict) -> None:
         """A live event for this conversation."""
@@ -49,10 +56,25 @@ class ConversationStream:
             return
         if self.live and self._refill is None and seq == self.cursor + 1:
             await self._emit(seq, text, kind, meta)
+            await self._release_held()
+            if not self._held:
+                self._cancel_gap_timer()
             return
         self._held[seq] = (text, kind, meta)
-        if self.live:
+        if self.live and self._refill is None and self._gap_timer is None:
+            self._gap_timer = asyncio.get_running_loop().call_later(
+                settings.WS_GAP_GRACE_SECONDS, self._gap_persists
+            )
+
+    def _gap_persists(self) -> None:
+        self._gap_timer = None
+        if self._held and not self.ended:
             self.refill()
+
+    def _cancel_gap_timer(self) -> None:
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
 
     def start(self) -> asyncio.Task:
         """Go live: read the log after the cursor, then follow live events."""
@@ -61,6 +83,7 @@ class ConversationStream:
 
     def refill(self) -> asyncio.Task:
         """Read the log after the cursor (unless a refill is already running)."""
+        self._cancel_gap_timer()
         if self._refill is None:
             self._refill = asyncio.get_running_loop().create_task(self._run_refill())
         return self._refill
@@ -72,6 +95,7 @@ class ConversationStream:
 
     def stop(self) -> None:
         self.ended = True
+        self._cancel_gap_timer()
         # A refill that reaches the removal stops its own stream: it just returns.
         if self._refill is not None and self._refill is not asyncio.current_task():
             self._refill.cancel()

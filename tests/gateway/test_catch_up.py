@@ -203,3 +203,25 @@ async def test_a_hole_in_the_log_is_answered_with_a_reset_not_a_stall(server, ac
     assert device.frames[2]["reason"] == "log_gap"
     assert reply["result"]["cursors"] == {str(conversation.pk): 5}
     await device.close()
+
+
+async def test_events_published_out_of_order_reach_the_device_in_order(server, account, monkeypatch):
+    """Two commits' publishes can reach the layer swapped; the stream puts them back in order."""
+    import realtime_sync.publish
+    from conversations.changelog import change_event
+    from realtime_sync.events import conversation_group
+
+    (alice, (token,)), = [await account()]
+    conversation, _ = await db(create_conversation)(creator=alice, kind="group")
+    device = await Device(server.url, token).connect()
+    await device.request("sync", cursors={str(conversation.pk): 1})
+
+    publish = realtime_sync.publish.send_now
+    monkeypatch.setattr(realtime_sync.publish, "send_now", lambda event, groups: None)
+    await send_many(alice, conversation.pk, 2, "m")  # seqs 2 and 3, not yet announced
+    changes = await db(lambda: {c.seq: c for c in Change.objects.filter(conversation=conversation, seq__gt=1)})()
+    for seq in (3, 2):
+        await db(publish)(change_event(changes[seq]), [conversation_group(conversation.pk)])
+    await device.wait_for(event_at(conversation.pk, 3))
+    assert device.seqs(conversation.pk) == [2, 3]
+    await device.close()
