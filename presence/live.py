@@ -1,20 +1,29 @@
 """Presence on a running server: connections going online and offline, the
 periodic refresh that keeps them alive, expiry of devices whose server died,
-and the coalesced broadcast of users' presence to their contacts."""
+and the coalesced broadcast of users' presence to their contacts.
+
+A presence change goes to the groups of the user's conversations (and the
+user's own group), not to each contact's group: a user in one conversation of
+a hundred members costs one channel-layer message, not a hundred, so a hundred
+devices coming online cost a hundred messages, not ten thousand. A contact
+who shares several conversations gets the event once: it carries an id, and
+each connection drops an id it has already delivered."""
 
 import asyncio
 import logging
+import uuid
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime_sync.coalesce import Coalescer
-from realtime_sync.events import Event, user_group
+from conversations.models import Membership
+from realtime_sync.events import Event, conversation_group, user_group
 from realtime_sync.publish import send_async
 
 from . import services
 from .models import UserPresence
-from .selectors import contacts_of, presence_payload
+from .selectors import presence_payload
 
 logger = logging.getLogger(__name__)
 
@@ -26,16 +35,17 @@ def on_db_pool(function):
 @database_sync_to_async
 def _snapshot(user_id: int):
     presence = UserPresence.objects.filter(user_id=user_id).first()
-    return presence_payload(user_id, presence), contacts_of(user_id)
+    conversations = Membership.objects.active().filter(user_id=user_id).values_list("conversation_id", flat=True)
+    return presence_payload(user_id, presence), list(conversations)
 
 
 async def _broadcast(user_id: int, _value) -> None:
     """Send the user's presence as stored now. A flap inside one window sends one
     event with where it ended, even if that is where it started: with several
     processes, only the database knows what contacts last heard."""
-    payload, contacts = await _snapshot(user_id)
-    event = Event(kind="presence.updated", payload=payload)
-    await send_async(event, [user_group(contact) for contact in contacts])
+    payload, conversations = await _snapshot(user_id)
+    event = Event(kind="presence.updated", payload=payload, meta={"event_id": uuid.uuid4().hex})
+    await send_async(event, [user_group(user_id), *(conversation_group(c) for c in conversations)])
 
 
 changes = Coalescer(lambda: settings.PRESENCE_COALESCE_SECONDS, _broadcast)

@@ -9,6 +9,7 @@ Until the device's first `sync`, the connection does not know where the device
 is in each conversation, so log events are held and replayed after the sync.
 """
 
+import collections
 import time
 import uuid
 
@@ -42,6 +43,7 @@ class DeviceConnection:
         self.in_flight = 0
         self.last_received = time.monotonic()
         self._held: list[dict] = []
+        self._delivered_ids: collections.deque = collections.deque(maxlen=256)
 
     def __repr__(self) -> str:
         return f"<DeviceConnection device={self.device_id} user={self.user_id}>"
@@ -95,6 +97,8 @@ class DeviceConnection:
         if kind == "typing" and (message.get("meta") or {}).get("user_id") == self.user_id:
             return  # your own typing is not news to your other devices
         if conversation_id is None:
+            if not self._first_time(message):
+                return
             await self.send_text(message["text"])
         elif seq is None:
             if conversation_id in self.streams:
@@ -112,6 +116,17 @@ class DeviceConnection:
                 return
             stream = await self.track(conversation_id, seq - 1)
         await stream.offer(seq, message["text"], kind, message.get("meta") or {})
+
+    def _first_time(self, message: dict) -> bool:
+        """False for an event sent to several of this connection's groups that it
+        has already delivered (presence goes to every conversation of the user)."""
+        event_id = (message.get("meta") or {}).get("event_id")
+        if event_id is None:
+            return True
+        if event_id in self._delivered_ids:
+            return False
+        self._delivered_ids.append(event_id)
+        return True
 
     def _hold(self, message: dict) -> None:
         if len(self._held) >= settings.WS_MAX_HELD_EVENTS:

@@ -44,6 +44,7 @@ async def test_presence_aggregates_over_a_users_devices(server, account):
     ]
     await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
     watcher = await Device(server.url, bob_token, name="bob").connect()
+    await watcher.request("sync", cursors={})  # presence travels with the conversations followed
 
     phone = await Device(server.url, phone_token, name="phone").connect()
     await next_status(watcher, alice, "online")
@@ -77,6 +78,7 @@ async def test_a_flapping_connection_is_coalesced(server, account):
     (alice, (token,)), (bob, (bob_token,)) = await account(), await account()
     await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
     watcher = await Device(server.url, bob_token).connect()
+    await watcher.request("sync", cursors={})
     started = time.monotonic()
     flaps = 8
     for _ in range(flaps):
@@ -101,6 +103,7 @@ async def test_a_killed_server_does_not_leave_its_devices_online(transactional_d
         (alice, (token,)), (bob, (bob_token,)) = await account(), await account()
         await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
         watcher = await Device(survivor.url, bob_token).connect()
+        await watcher.request("sync", cursors={})
         await Device(doomed.url, token).connect()
         await next_status(watcher, alice, "online")
 
@@ -116,3 +119,21 @@ async def test_a_killed_server_does_not_leave_its_devices_online(transactional_d
     finally:
         doomed.stop()
         survivor.stop()
+
+
+async def test_a_contact_in_several_shared_conversations_hears_each_change_once(server, account):
+    (alice, (token,)), (bob, (bob_token,)) = await account(), await account()
+    for _ in range(3):
+        await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
+    watcher = await Device(server.url, bob_token).connect()
+    await watcher.request("sync", cursors={})
+    device = await Device(server.url, token).connect()
+    await next_status(watcher, alice, "online")
+    await device.request("presence", status="away")
+    await next_status(watcher, alice, "away")
+    # Copies of "away" (one per shared conversation) would come before the next change.
+    await device.request("presence", status="busy")
+    await next_status(watcher, alice, "busy")
+    assert statuses(watcher, alice) == ["online", "away", "busy"]
+    await device.close()
+    await watcher.close()
