@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, IntegerField, OuterRef, Prefetch, Subquery, Value
+from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from delivery.models import ReceiptCursor
@@ -33,14 +33,16 @@ def conversations_of(user):
         .values("n")
     )
     last_message = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq").values("pk")[:1]
+    last_change_at = Change.objects.filter(conversation=OuterRef("pk")).order_by("-seq").values("created_at")[:1]
     return (
         Conversation.objects.filter(memberships__user=user, memberships__is_active=True)
         .annotate(read_seq=read_seq)
         .annotate(
             unread_count=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
             last_message_id=Subquery(last_message),
+            last_activity_at=Subquery(last_change_at),
         )
-        .order_by("-last_seq", "-pk")
+        .order_by(F("last_activity_at").desc(nulls_last=True), "-pk")
     )
 
 

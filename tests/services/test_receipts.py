@@ -76,3 +76,15 @@ def test_message_receipts_count_members_by_cursor(chat):
     assert (last.delivered_to, last.read_by) == ([], [])
     with pytest.raises(PermissionDenied):
         message_receipts(bob, conversation.pk, messages[0].pk)
+
+
+def test_conversations_are_listed_by_latest_activity(make_user):
+    alice, bob = make_user(), make_user()
+    busy, _ = create_conversation(creator=alice, kind="group", member_ids=[bob.pk])
+    for i in range(5):
+        send_message(sender=alice, conversation_id=busy.pk, client_msg_id=f"busy{i}", body="x")
+    quiet, _ = create_conversation(creator=alice, kind="group", member_ids=[bob.pk])
+    send_message(sender=bob, conversation_id=quiet.pk, client_msg_id="latest", body="x")
+    assert [c.pk for c in conversations_of(alice)] == [quiet.pk, busy.pk]
+    send_message(sender=bob, conversation_id=busy.pk, client_msg_id="busy-again", body="x")
+    assert [c.pk for c in conversations_of(alice)] == [busy.pk, quiet.pk]
