@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from realtime_sync.coalesce import Coalescer
+from realtime_sync.db import on_db_pool
 from conversations.models import Membership
 from realtime_sync.events import Event, conversation_group, user_group
 from realtime_sync.publish import send_async
@@ -26,10 +27,6 @@ from .models import UserPresence
 from .selectors import presence_payload
 
 logger = logging.getLogger(__name__)
-
-
-def on_db_pool(function):
-    return database_sync_to_async(function, thread_sensitive=False)
 
 
 @database_sync_to_async

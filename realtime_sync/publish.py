@@ -28,17 +28,8 @@ def send_now(event: Event, groups: list[str]) -> None:
     loop = server_loop.get()
     if loop is not None and not server_loop.on_this_thread(loop):
         _send_on(loop, event, groups)
-        return
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    text = event.text()
-    for group in groups:
-        message = event.layer_message(group, text)
-        try:
-            async_to_sync(layer.group_send)(group, message)
-        except Exception:  # the log has the change; devices will catch up
-            logger.exception("publishing %s to %s failed", event.kind, group)
+    else:
+        async_to_sync(send_async)(event, groups)
 
 
 def _send_on(loop, event: Event, groups: list[str]) -> None:
@@ -70,11 +61,13 @@ def publish_device_revoked(device) -> None:
 
 
 async def send_async(event: Event, groups: list[str]) -> None:
-    """`send_now` for code already on the event loop."""
+    """`send_now` for code already on the event loop. The event is encoded once."""
     layer = get_channel_layer()
+    if layer is None:
+        return
     text = event.text()
     for group in groups:
         try:
             await layer.group_send(group, event.layer_message(group, text))
-        except Exception:
+        except Exception:  # the log has the change; devices will catch up
             logger.exception("publishing %s to %s failed", event.kind, group)

@@ -52,12 +52,16 @@ class DeviceConnection:
         if not self.closed:
             await self.consumer.send(text_data=text)
 
-    async def close(self, code: int, reason: str) -> None:
-        if self.closed:
-            return
+    def mark_closed(self) -> None:
+        """Send nothing more: every stream stops where it is."""
         self.closed = True
         for stream in self.streams.values():
             stream.stop()
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.mark_closed()
         await self.consumer.close(code=code, reason=reason)
 
     # Following conversations

@@ -80,9 +80,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         connection = self.connection
         if connection is None:
             return
-        connection.closed = True
-        for stream in connection.streams.values():
-            stream.stop()
+        connection.mark_closed()
         connection.hub.detach(connection)
         try:
             await connection.typing.stop_all()

@@ -20,12 +20,12 @@ import signal
 import threading
 import time
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence import live as presence
 from realtime_sync import server_loop
+from realtime_sync.db import on_db_pool
 from delivery.sync import last_seqs
 from devices.selectors import revoked_among
 from realtime_sync.events import device_group, user_group
@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 
 GROUP_REFRESH_SECONDS = 3600
 
-load_last_seqs = database_sync_to_async(last_seqs, thread_sensitive=False)
-load_revoked = database_sync_to_async(revoked_among, thread_sensitive=False)
+load_last_seqs = on_db_pool(last_seqs)
+load_revoked = on_db_pool(revoked_among)
 
 
 class Hub:

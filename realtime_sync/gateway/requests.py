@@ -9,7 +9,6 @@ thread, so one slow write does not hold up every other connection's.
 
 import asyncio
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -22,13 +21,10 @@ from delivery import services as delivery_services
 from delivery.sync import plan_sync
 from presence import live as presence
 from presence.services import clean_status
+from realtime_sync.db import on_db_pool
 from realtime_sync.errors import InvalidInput, NotFound
 
 from . import frames
-
-
-def on_db_pool(function):
-    return database_sync_to_async(function, thread_sensitive=False)
 
 
 def conversation_id_of(frame) -> int:

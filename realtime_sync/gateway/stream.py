@@ -19,12 +19,12 @@ the log holds every seq below N.
 import asyncio
 import logging
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from conversations.changelog import change_event
 from conversations.models import Change
 from delivery.sync import changes_between
+from realtime_sync.db import on_db_pool
 
 from . import frames
 
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 REFILL_BATCH = 200
 MAX_EMPTY_REFILLS = 3
 
-load_changes = database_sync_to_async(changes_between, thread_sensitive=False)
+load_changes = on_db_pool(changes_between)
 
 
 class ConversationStream:
