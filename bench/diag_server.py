@@ -48,10 +48,10 @@ django.setup()
 
 import conversations.services as conversation_services  # noqa: E402
 import conversations.services.messages as message_services  # noqa: E402
-import realtime_sync.publish as publish  # noqa: E402
-from realtime_sync.gateway import requests as gateway_requests  # noqa: E402
-from realtime_sync.gateway import stream as gateway_stream  # noqa: E402
-from realtime_sync.gateway.hub import Hub  # noqa: E402
+import core.publish as publish  # noqa: E402
+from gateway import requests as gateway_requests  # noqa: E402
+from gateway import stream as gateway_stream  # noqa: E402
+from gateway.hub import Hub  # noqa: E402
 
 samples: dict[str, list] = {
     name: []

@@ -4,7 +4,7 @@ A non-member gets the same NotFound as for a conversation that does not exist,
 so membership cannot be probed.
 """
 
-from realtime_sync.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 
 from .models import Conversation, Membership
 from .validation import is_id

@@ -10,9 +10,9 @@ import json
 
 from django.db import transaction
 
-from realtime_sync.errors import NotFound
-from realtime_sync.events import Event, dumps
-from realtime_sync.publish import publish_on_commit
+from core.errors import NotFound
+from core.events import Event, conversation_group, dumps, user_group
+from core.publish import publish_on_commit
 
 from .models import Change, Conversation
 from .validation import is_id
@@ -51,13 +51,8 @@ def record_change(
     *,
     actor=None,
     message=None,
-    notify_user_ids=(),
 ) -> Change:
-    """Record the change at a seq taken with `take_next_seq` and publish it after commit.
-
-    `notify_user_ids` are users who must hear of the change even if they are not
-    (or no longer) subscribed to the conversation: a member just added or removed.
-    """
+    """Record the change at a seq taken with `take_next_seq` and publish it after commit."""
     if seq != conversation.last_seq:
         raise RuntimeError("record_change must use the seq just taken for this conversation")
     # Round-trip through JSON so the stored payload and the live frame agree exactly.
@@ -70,7 +65,7 @@ def record_change(
         actor=actor,
         message=message,
     )
-    publish_on_commit(change_event(change), user_ids=notify_user_ids)
+    publish_on_commit(change_event(change), groups_of(change))
     return change
 
 
@@ -88,3 +83,20 @@ def change_event(change: Change) -> Event:
         payload=change.payload,
         meta={"user_id": user["id"]} if user else {},
     )
+
+
+def users_told_directly(change: Change) -> list[int]:
+    """Users who must hear of a change even though they may not follow the
+    conversation (yet, or any more): the members of a new conversation, a
+    member just added or removed."""
+    if change.kind == Change.Kind.CONVERSATION_CREATED:
+        return sorted({member["user"]["id"] for member in change.payload.get("members", ())})
+    if change.kind in (Change.Kind.MEMBER_ADDED, Change.Kind.MEMBER_REMOVED):
+        return [change.payload["user"]["id"]]
+    return []
+
+
+def groups_of(change: Change) -> list[str]:
+    """The channel-layer groups a change goes to: the one routing rule, used by
+    the services' publishing and by the plain-SQL listener alike."""
+    return [conversation_group(change.conversation_id), *(user_group(u) for u in users_told_directly(change))]

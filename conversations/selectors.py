@@ -3,47 +3,37 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, OuterRef, Prefetch, Subquery
 
-from delivery.models import ReceiptCursor
-from realtime_sync.errors import NotFound
+from core.errors import NotFound
 
 from .access import active_membership
 from .models import Change, Conversation, Membership, Message
 
 
+# Functions (queryset, user) -> queryset that other apps register (in their
+# AppConfig.ready) to annotate a user's conversations with state they own: the
+# delivery app adds `read_seq` and `unread_count`. This app imports none of them.
+_user_annotations: list = []
+
+
+def add_user_annotations(annotate) -> None:
+    if annotate not in _user_annotations:
+        _user_annotations.append(annotate)
+
+
 def conversations_of(user):
-    """The user's conversations, newest activity first, with `unread_count`,
-    `read_seq` and `last_message_id` annotated."""
-    read_seq = Coalesce(
-        Subquery(
-            ReceiptCursor.objects.filter(user=user, conversation=OuterRef("pk")).values("read_seq")[:1]
-        ),
-        Value(0),
-    )
-    unread = (
-        Message.objects.filter(
-            conversation=OuterRef("pk"), seq__gt=OuterRef("read_seq"), deleted_at__isnull=True
-        )
-        .exclude(sender=user)
-        .order_by()
-        .values("conversation")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
+    """The user's conversations, newest activity first, with `last_message_id`,
+    `last_activity_at` and the registered per-user state annotated."""
     last_message = Message.objects.filter(conversation=OuterRef("pk")).order_by("-seq").values("pk")[:1]
     last_change_at = Change.objects.filter(conversation=OuterRef("pk")).order_by("-seq").values("created_at")[:1]
-    return (
-        Conversation.objects.filter(memberships__user=user, memberships__is_active=True)
-        .annotate(read_seq=read_seq)
-        .annotate(
-            unread_count=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0)),
-            last_message_id=Subquery(last_message),
-            last_activity_at=Subquery(last_change_at),
-        )
-        .order_by(F("last_activity_at").desc(nulls_last=True), "-pk")
+    conversations = Conversation.objects.filter(memberships__user=user, memberships__is_active=True).annotate(
+        last_message_id=Subquery(last_message),
+        last_activity_at=Subquery(last_change_at),
     )
+    for annotate in _user_annotations:
+        conversations = annotate(conversations, user)
+    return conversations.order_by(F("last_activity_at").desc(nulls_last=True), "-pk")
 
 
 def conversation_for(user, conversation_id) -> Conversation:
@@ -114,3 +104,19 @@ def message_for(user, conversation_id, message_id) -> Message:
         raise NotFound("Message not found.")
     return message
 
+
+
+# The change log without a membership check: callers decide what a device may
+# read (see delivery.sync.plan_sync).
+
+
+def last_seqs(conversation_ids) -> dict[int, int]:
+    return dict(Conversation.objects.filter(pk__in=list(conversation_ids)).values_list("pk", "last_seq"))
+
+
+def changes_between(conversation_id: int, after: int, *, until: int | None = None, limit: int) -> list[Change]:
+    """Up to `limit` changes of a conversation after a seq (and up to `until`), ascending."""
+    changes = Change.objects.filter(conversation_id=conversation_id, seq__gt=after)
+    if until is not None:
+        changes = changes.filter(seq__lte=until)
+    return list(changes.order_by("seq")[:limit])

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 
-from realtime_sync.errors import InvalidInput
+from core.errors import InvalidInput
 
 
 def clean_body(body) -> str:

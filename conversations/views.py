@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from devices.authentication import request_device
-from devices.openapi import error_responses
+from core.openapi import error_responses
 
 from . import selectors, services
 from .payloads import member_payload, message_payload

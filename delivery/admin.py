@@ -6,7 +6,7 @@ other members; an edit here could move it back or skip the event.
 
 from django.contrib import admin
 
-from realtime_sync.admin_tools import ReadOnlyAdminMixin
+from core.admin_mixins import ReadOnlyAdminMixin
 
 from .models import ReceiptCursor
 

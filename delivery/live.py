@@ -9,9 +9,9 @@ move forward, so the newest value per member is all that is sent.
 from django.conf import settings
 from django.db import transaction
 
-from realtime_sync.coalesce import Coalescer
-from realtime_sync.events import Event, conversation_group
-from realtime_sync.publish import send_async
+from core.coalesce import Coalescer
+from core.events import Event, conversation_group
+from core.publish import send_async
 
 
 async def _broadcast(conversation_id: int, moved: dict) -> None:

@@ -3,10 +3,12 @@
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
+from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 
-from conversations.models import Membership
+from conversations.models import Membership, Message
 from conversations.selectors import message_for
-from realtime_sync.errors import PermissionDenied
+from core.errors import PermissionDenied
 
 from .models import ReceiptCursor
 
@@ -51,3 +53,24 @@ def message_receipts(user, conversation_id, message_id) -> MessageReceipts:
 def users_by_id(user_ids) -> dict:
     """The users behind the ids a MessageReceipts lists, in one query."""
     return {user.pk: user for user in get_user_model().objects.filter(pk__in=set(user_ids))}
+
+
+def annotate_read_state(conversations, user):
+    """Add `read_seq` (how far the user has read, 0 when never) and `unread_count`
+    (messages from others after it, deletes excluded) to a user's conversations.
+    Registered with conversations.selectors in DeliveryConfig.ready."""
+    read_seq = Coalesce(
+        Subquery(ReceiptCursor.objects.filter(user=user, conversation=OuterRef("pk")).values("read_seq")[:1]),
+        Value(0),
+    )
+    unread = (
+        Message.objects.filter(conversation=OuterRef("pk"), seq__gt=OuterRef("read_seq"), deleted_at__isnull=True)
+        .exclude(sender=user)
+        .order_by()
+        .values("conversation")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return conversations.annotate(read_seq=read_seq).annotate(
+        unread_count=Coalesce(Subquery(unread, output_field=IntegerField()), Value(0))
+    )

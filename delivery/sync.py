@@ -8,7 +8,7 @@ is answered with a reset (reload over REST) without touching its log.
 
 from dataclasses import dataclass
 
-from conversations.models import Change, Conversation, Membership
+from conversations.models import Membership
 
 RESET_TOO_MANY_CHANGES = "too_many_changes"
 RESET_CURSOR_AHEAD = "cursor_ahead"  # the device claims a seq the server never had
@@ -79,18 +79,3 @@ def _resume(conversation_id: int, cursor: int, last_seq: int, max_changes: int) 
     if last_seq - cursor > max_changes:
         return Resume(conversation_id, last_seq, last_seq, reset=RESET_TOO_MANY_CHANGES)
     return Resume(conversation_id, cursor, last_seq)
-
-
-def last_seqs(conversation_ids) -> dict[int, int]:
-    return dict(Conversation.objects.filter(pk__in=list(conversation_ids)).values_list("pk", "last_seq"))
-
-
-def changes_between(conversation_id: int, after: int, *, until: int | None = None, limit: int) -> list[Change]:
-    """Up to `limit` changes of a conversation after a seq (and up to `until`), ascending.
-
-    No membership check: callers decide what a device may read (see plan_sync).
-    """
-    changes = Change.objects.filter(conversation_id=conversation_id, seq__gt=after)
-    if until is not None:
-        changes = changes.filter(seq__lte=until)
-    return list(changes.order_by("seq")[:limit])

@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from devices.openapi import error_responses
+from core.openapi import error_responses
 
 from . import selectors, services
 from .serializers import MessageReceiptsSerializer, ReceiptCursorSerializer, SeqSerializer, message_receipts_data

@@ -1,6 +1,6 @@
 """Reads on devices."""
 
-from realtime_sync.errors import NotFound
+from core.errors import NotFound
 
 from .models import Device, hash_token
 

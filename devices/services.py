@@ -6,9 +6,9 @@ from django.contrib.auth import authenticate
 from django.db import transaction
 from django.utils import timezone
 
-from realtime_sync.errors import AuthenticationFailed
-from realtime_sync.publish import publish_device_revoked
+from core.errors import AuthenticationFailed
 
+from .live import publish_device_revoked
 from .models import Device, hash_token, new_token
 
 

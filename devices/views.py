@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from . import selectors, services
 from .authentication import request_device
-from .openapi import error_responses
+from core.openapi import error_responses
 from .serializers import DeviceSerializer, LoginResultSerializer, LoginSerializer
 
 

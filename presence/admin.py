@@ -6,7 +6,7 @@ typed in here would be overwritten by the next heartbeat and never announced.
 
 from django.contrib import admin
 
-from realtime_sync.admin_tools import ReadOnlyAdminMixin
+from core.admin_mixins import ReadOnlyAdminMixin
 
 from .models import DevicePresence, UserPresence
 

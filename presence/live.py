@@ -1,6 +1,7 @@
-"""Presence on a running server: connections going online and offline, the
-periodic refresh that keeps them alive, expiry of devices whose server died,
-and the coalesced broadcast of users' presence to their contacts.
+"""Presence on a running server: devices' connections going online and
+offline, the periodic refresh that keeps them alive, expiry of devices whose
+server died, and the coalesced broadcast of users' presence to their contacts.
+It knows devices and connection ids, not connections: the gateway calls it.
 
 A presence change goes to the groups of the user's conversations (and the
 user's own group), not to each contact's group: a user in one conversation of
@@ -9,18 +10,16 @@ devices coming online cost a hundred messages, not ten thousand. A contact
 who shares several conversations gets the event once: it carries an id, and
 each connection drops an id it has already delivered."""
 
-import asyncio
 import logging
 import uuid
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from realtime_sync.coalesce import Coalescer
-from realtime_sync.db import on_db_pool
 from conversations.models import Membership
-from realtime_sync.events import Event, conversation_group, user_group
-from realtime_sync.publish import send_async
+from core.coalesce import Coalescer
+from core.db import on_db_pool
+from core.events import Event, conversation_group, user_group
+from core.publish import send_async
 
 from . import services
 from .models import UserPresence
@@ -29,7 +28,7 @@ from .selectors import presence_payload
 logger = logging.getLogger(__name__)
 
 
-@database_sync_to_async
+@on_db_pool
 def _snapshot(user_id: int):
     presence = UserPresence.objects.filter(user_id=user_id).first()
     conversations = Membership.objects.active().filter(user_id=user_id).values_list("conversation_id", flat=True)
@@ -52,33 +51,26 @@ def announce(user_id: int) -> None:
     changes.submit(user_id, None)
 
 
-async def connected(connection) -> None:
-    if await on_db_pool(services.device_online)(device=connection.device, connection_id=connection.connection_id):
-        announce(connection.user_id)
+async def connected(device, connection_id: str) -> None:
+    if await on_db_pool(services.device_online)(device=device, connection_id=connection_id):
+        announce(device.user_id)
 
 
-async def disconnected(connection) -> None:
-    if await on_db_pool(services.device_offline)(device=connection.device, connection_id=connection.connection_id):
-        announce(connection.user_id)
+async def disconnected(device, connection_id: str) -> None:
+    if await on_db_pool(services.device_offline)(device=device, connection_id=connection_id):
+        announce(device.user_id)
 
 
-async def set_status(connection, status) -> None:
-    changed = await on_db_pool(services.device_online)(
-        device=connection.device, connection_id=connection.connection_id, status=status
-    )
-    if changed:
-        announce(connection.user_id)
+async def set_status(device, connection_id: str, status) -> None:
+    if await on_db_pool(services.device_online)(device=device, connection_id=connection_id, status=status):
+        announce(device.user_id)
 
 
-async def keep_alive(hub) -> None:
-    """Refresh this server's connections and expire devices of servers that died."""
-    while True:
-        await asyncio.sleep(settings.PRESENCE_REFRESH_SECONDS)
-        try:
-            ids = [c.connection_id for c in hub.connections if not c.closed]
-            if ids:
-                await on_db_pool(services.refresh)(ids)
-            for user_id in await on_db_pool(services.expire_stale)(timeout=settings.PRESENCE_TIMEOUT):
-                announce(user_id)
-        except Exception:
-            logger.exception("presence refresh failed")
+async def refresh(connection_ids) -> None:
+    """Keep this server's connections online, and take offline the devices of
+    servers that stopped refreshing theirs (they died). The gateway calls this
+    every PRESENCE_REFRESH_SECONDS."""
+    if connection_ids:
+        await on_db_pool(services.refresh)(list(connection_ids))
+    for user_id in await on_db_pool(services.expire_stale)(timeout=settings.PRESENCE_TIMEOUT):
+        announce(user_id)

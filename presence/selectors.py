@@ -2,7 +2,7 @@
 conversation with them; to anyone else it looks like an unknown user."""
 
 from conversations.models import Membership
-from realtime_sync.errors import NotFound
+from core.errors import NotFound
 
 from .models import Status, UserPresence
 

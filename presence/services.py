@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from realtime_sync.errors import InvalidInput
+from core.errors import InvalidInput
 
 from .models import RANK, DevicePresence, Status, UserPresence
 

@@ -4,7 +4,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from devices.openapi import error_responses
+from core.openapi import error_responses
 
 from .selectors import presence_of, presences_for
 from .serializers import PresenceSerializer

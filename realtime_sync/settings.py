@@ -61,11 +61,11 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
-    "realtime_sync",
     "devices",
     "conversations",
     "presence",
     "delivery",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -202,7 +202,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "realtime_sync.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
     # Scoped limits only: views opt in with `throttle_scope`. Counted in the default cache.
     "DEFAULT_THROTTLE_RATES": {"login": "20/min"},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]

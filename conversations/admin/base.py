@@ -4,7 +4,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 
-from realtime_sync.errors import InvalidInput, ServiceError
+from core.errors import InvalidInput, ServiceError
 
 
 class ServiceErrorsAsMessagesMixin:

@@ -5,7 +5,7 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
-from realtime_sync.admin_tools import ReadOnlyAdminMixin
+from core.admin_mixins import ReadOnlyAdminMixin
 
 from ..models import Change
 

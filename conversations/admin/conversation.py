@@ -6,7 +6,7 @@ from django.contrib.admin.widgets import AutocompleteSelectMultiple
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 
-from realtime_sync.admin_tools import ReadOnlyAdminMixin
+from core.admin_mixins import ReadOnlyAdminMixin
 
 from ..models import Conversation, Membership
 from ..services import add_member, remove_member, rename_conversation

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.db import transaction
 from django.utils.text import Truncator
 
-from realtime_sync.admin_tools import ReadOnlyAdminMixin
+from core.admin_mixins import ReadOnlyAdminMixin
 
 from ..models import Message, MessageEdit
 from ..services import delete_message, edit_message

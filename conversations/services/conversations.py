@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from realtime_sync.errors import InvalidInput
+from core.errors import InvalidInput
 
 from ..access import active_membership, require_group, require_manager
 from ..changelog import append_change, lock_conversation
@@ -75,7 +75,6 @@ def _create(creator, kind, title, others, *, direct_key) -> Conversation:
         Change.Kind.CONVERSATION_CREATED,
         conversation_payload(conversation, memberships),
         actor=creator,
-        notify_user_ids=[m.user_id for m in memberships],
     )
     return conversation
 

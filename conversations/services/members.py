@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from realtime_sync.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 
 from ..access import active_membership, require_group, require_manager
 from ..changelog import record_change, take_next_seq, lock_conversation
@@ -55,7 +55,6 @@ def add_member(
             "conversation": conversation_payload(conversation, members_of(conversation.pk)),
         },
         actor=actor,
-        notify_user_ids=[user.pk],
     )
     return membership
 
@@ -97,7 +96,6 @@ def remove_member(*, actor, conversation_id: int, user_id, as_moderator: bool = 
             "new_owner": new_owner.user_id if new_owner else None,
         },
         actor=actor,
-        notify_user_ids=[membership.user_id],
     )
     return membership
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from realtime_sync.errors import (
+from core.errors import (
     ClientMsgIdConflict,
     InvalidInput,
     MessageDeleted,

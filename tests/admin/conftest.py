@@ -44,9 +44,10 @@ def published(monkeypatch):
     events = []
     original = changelog.publish_on_commit
 
-    def record(event, *, user_ids=(), **options):
-        events.append((event.kind, event.conversation_id, event.seq, sorted(user_ids)))
-        return original(event, user_ids=user_ids, **options)
+    def record(event, groups):
+        user_ids = sorted(int(group.removeprefix("user.")) for group in groups if group.startswith("user."))
+        events.append((event.kind, event.conversation_id, event.seq, user_ids))
+        return original(event, groups)
 
     monkeypatch.setattr(changelog, "publish_on_commit", record)
     return events

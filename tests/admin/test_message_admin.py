@@ -8,7 +8,7 @@ from django.urls import reverse
 from conversations.models import Change, Conversation, Message, MessageEdit
 from conversations.payloads import message_payload
 from conversations.services import edit_message, send_message
-from realtime_sync.events import dumps
+from core.events import dumps
 
 from .helpers import change_form_data
 

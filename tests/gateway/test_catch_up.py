@@ -180,9 +180,9 @@ async def test_a_live_event_the_layer_dropped_still_arrives(server, account, mon
     device = await Device(server.url, token).connect()
     await device.request("sync", cursors={str(conversation.pk): 1})
 
-    import realtime_sync.publish
+    import core.publish
 
-    monkeypatch.setattr(realtime_sync.publish, "send_now", lambda event, groups: None)  # the doorbell fails
+    monkeypatch.setattr(core.publish, "send_now", lambda event, groups: None)  # the doorbell fails
     await send_many(alice, conversation.pk, 1, "unannounced")
     # No later event reveals the gap; the server's reconciliation finds it in the log.
     event = await device.wait_for(event_at(conversation.pk, 2), timeout=5)
@@ -207,17 +207,17 @@ async def test_a_hole_in_the_log_is_answered_with_a_reset_not_a_stall(server, ac
 
 async def test_events_published_out_of_order_reach_the_device_in_order(server, account, monkeypatch):
     """Two commits' publishes can reach the layer swapped; the stream puts them back in order."""
-    import realtime_sync.publish
+    import core.publish
     from conversations.changelog import change_event
-    from realtime_sync.events import conversation_group
+    from core.events import conversation_group
 
     (alice, (token,)), = [await account()]
     conversation, _ = await db(create_conversation)(creator=alice, kind="group")
     device = await Device(server.url, token).connect()
     await device.request("sync", cursors={str(conversation.pk): 1})
 
-    publish = realtime_sync.publish.send_now
-    monkeypatch.setattr(realtime_sync.publish, "send_now", lambda event, groups: None)
+    publish = core.publish.send_now
+    monkeypatch.setattr(core.publish, "send_now", lambda event, groups: None)
     await send_many(alice, conversation.pk, 2, "m")  # seqs 2 and 3, not yet announced
     changes = await db(lambda: {c.seq: c for c in Change.objects.filter(conversation=conversation, seq__gt=1)})()
     for seq in (3, 2):

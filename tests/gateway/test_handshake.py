@@ -6,7 +6,7 @@ from django.test import Client
 
 from devices.models import Device
 from devices.services import revoke_device
-from realtime_sync.gateway import close_codes
+from gateway import close_codes
 
 from .harness import Device as Ws
 
@@ -102,11 +102,11 @@ async def test_revoking_a_connected_device_disconnects_it_at_once(server, accoun
 
 
 async def test_a_revocation_whose_event_was_lost_still_disconnects(server, account, monkeypatch):
-    import realtime_sync.publish
+    import core.publish
 
     user, (token,) = await account()
     ws = await Ws(server.url, token).connect()
-    monkeypatch.setattr(realtime_sync.publish, "send_now", lambda event, groups: None)  # the doorbell fails
+    monkeypatch.setattr(core.publish, "send_now", lambda event, groups: None)  # the doorbell fails
     device = await database_sync_to_async(Device.objects.get)(pk=ws.hello["device"]["id"])
     await database_sync_to_async(revoke_device)(device=device)
     # The server's periodic reconciliation finds the revocation in the database.

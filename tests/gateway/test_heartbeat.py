@@ -11,7 +11,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from realtime_sync.gateway import close_codes
+from gateway import close_codes
 
 from .harness import Device, ServerProcess
 

@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Change, Conversation, Message
 from conversations.services import create_conversation
-from realtime_sync.gateway import close_codes
+from gateway import close_codes
 
 from .harness import Closed, Device, ServerProcess, database_url
 

@@ -29,8 +29,8 @@ from django.db import connection, connections
 from conversations.models import Change, Message
 from conversations.payloads import message_payload
 from conversations.services import create_conversation, send_message
-from realtime_sync.events import conversation_group, dumps
-from realtime_sync.listener import conninfo_from_settings
+from core.events import conversation_group, dumps
+from conversations.listener import conninfo_from_settings
 
 from .harness import ROOT, Device, database_url
 

@@ -10,7 +10,7 @@ from django.db import connection
 
 from conversations.changelog import change_event
 from conversations.services import add_member, create_conversation, send_message
-from realtime_sync.listener import ChangeListener, conninfo_from_settings, groups_for
+from conversations.listener import ChangeListener, conninfo_from_settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -92,12 +92,3 @@ def test_run_follows_notifications_and_stops_on_request(room):
         thread.join(5)
     assert not thread.is_alive()
     assert recorder.drained() == []
-
-
-def test_member_events_also_go_to_the_members_own_devices(make_user):
-    alice, bob = make_user(), make_user()
-    conversation, _ = create_conversation(creator=alice, kind="group")
-    add_member(actor=alice, conversation_id=conversation.pk, user_id=bob.pk)
-    created, added = conversation.changes.order_by("seq")
-    assert groups_for(change_event(created)) == [f"conversation.{conversation.pk}"]
-    assert groups_for(change_event(added)) == [f"conversation.{conversation.pk}", f"user.{bob.pk}"]

@@ -11,7 +11,7 @@ from conversations.models import Change, Message
 from conversations.services import create_conversation, send_message
 from delivery.models import ReceiptCursor
 from delivery.services import mark_read
-from realtime_sync.events import conversation_group
+from core.events import conversation_group
 from tests.threads import run_in_threads
 
 THREADS = 12

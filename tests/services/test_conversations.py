@@ -4,7 +4,7 @@ import pytest
 
 from conversations.models import Change, Conversation, Membership
 from conversations.services import add_member, create_conversation, remove_member, rename_conversation
-from realtime_sync.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 
 pytestmark = pytest.mark.django_db
 

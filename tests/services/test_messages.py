@@ -5,7 +5,7 @@ from django.conf import settings
 
 from conversations.models import Change, Message, MessageEdit
 from conversations.services import create_conversation, delete_message, edit_message, send_message
-from realtime_sync.errors import (
+from core.errors import (
     ClientMsgIdConflict,
     InvalidInput,
     MessageDeleted,

@@ -10,7 +10,7 @@ from devices.services import revoke_device
 from presence.models import DevicePresence, UserPresence
 from presence.selectors import contacts_of, presences_for
 from presence.services import device_offline, device_online, expire_stale, refresh
-from realtime_sync.errors import InvalidInput
+from core.errors import InvalidInput
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from conversations.services import create_conversation, delete_message, send_mes
 from delivery.models import ReceiptCursor
 from delivery.selectors import message_receipts
 from delivery.services import mark_delivered, mark_read
-from realtime_sync.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 
 pytestmark = pytest.mark.django_db
 

@@ -20,8 +20,8 @@ from conversations.services import (
     edit_message,
     send_message,
 )
-from realtime_sync.events import dumps
-from realtime_sync.listener import conninfo_from_settings
+from core.events import dumps
+from conversations.listener import conninfo_from_settings
 from tests.threads import run_in_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

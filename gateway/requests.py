@@ -21,8 +21,8 @@ from delivery import services as delivery_services
 from delivery.sync import plan_sync
 from presence import live as presence
 from presence.services import clean_status
-from realtime_sync.db import on_db_pool
-from realtime_sync.errors import InvalidInput, NotFound
+from core.db import on_db_pool
+from core.errors import InvalidInput, NotFound
 
 from . import frames
 
@@ -153,7 +153,7 @@ async def fetch(connection, frame):
 
 async def set_presence(connection, frame):
     status = clean_status(frame.get("status"))
-    await presence.set_status(connection, status)
+    await presence.set_status(connection.device, connection.connection_id, status)
     return {"status": status}
 
 

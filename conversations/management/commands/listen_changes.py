@@ -1,6 +1,6 @@
 """`python manage.py listen_changes`: publish messages written with plain SQL.
 
-Runs the listener of `realtime_sync.listener` until SIGTERM or SIGINT, then
+Runs the listener of `conversations.listener` until SIGTERM or SIGINT, then
 exits with status 0. In production it is the Procfile's `listener` process;
 one per database is enough.
 """
@@ -13,9 +13,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-from realtime_sync.listener import ChangeListener, conninfo_from_settings
+from conversations.listener import ChangeListener, conninfo_from_settings
 
-logger = logging.getLogger("realtime_sync.listener")
+logger = logging.getLogger("conversations.listener")
 
 
 class Command(BaseCommand):

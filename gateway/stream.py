@@ -23,8 +23,8 @@ from django.conf import settings
 
 from conversations.changelog import change_event
 from conversations.models import Change
-from delivery.sync import changes_between
-from realtime_sync.db import on_db_pool
+from conversations.selectors import changes_between
+from core.db import on_db_pool
 
 from . import frames
 

@@ -16,8 +16,8 @@ import uuid
 from django.conf import settings
 
 from conversations.models import Change
-from presence.typing import Typing
-from realtime_sync.events import conversation_group, user_group
+from .typing import Typing
+from core.events import conversation_group, user_group
 
 from . import close_codes
 from .stream import ConversationStream

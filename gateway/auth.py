@@ -11,10 +11,10 @@ site cannot open a socket with a visitor's cookie. Programs send no Origin.
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from core.db import on_db_pool
 from devices.authentication import touch
 from devices.models import Device
 from devices.selectors import device_for_token
@@ -56,7 +56,7 @@ def token_from(scope) -> str | None:
     return values[0] if values else None
 
 
-@database_sync_to_async
+@on_db_pool
 def _identify(scope, token) -> Device:
     if token is not None:
         device = device_for_token(token)
@@ -80,6 +80,6 @@ async def identify(scope) -> Device:
     return await _identify(scope, token_from(scope))
 
 
-@database_sync_to_async
+@on_db_pool
 def is_active(device_id: int) -> bool:
     return Device.objects.active().filter(pk=device_id, user__is_active=True).exists()

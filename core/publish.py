@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from . import server_loop
-from .events import Event, conversation_group, device_group, user_group
+from .events import Event
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +46,9 @@ def _send_on(loop, event: Event, groups: list[str]) -> None:
         logger.exception("publishing %s timed out or failed", event.kind)
 
 
-def publish_on_commit(event: Event, *, to_conversation: bool = True, user_ids=()) -> None:
-    """Send `event` to its conversation's group and to the given users' groups once committed."""
-    groups = []
-    if to_conversation and event.conversation_id is not None:
-        groups.append(conversation_group(event.conversation_id))
-    groups.extend(user_group(user_id) for user_id in sorted(set(user_ids)))
+def publish_on_commit(event: Event, groups: list[str]) -> None:
+    """Send `event` to `groups` once the surrounding transaction commits."""
     transaction.on_commit(lambda: send_now(event, groups))
-
-
-def publish_device_revoked(device) -> None:
-    event = Event(kind="device.revoked", payload={"device_id": device.pk}, meta={"device_id": device.pk})
-    transaction.on_commit(lambda: send_now(event, [device_group(device.pk)]))
 
 
 async def send_async(event: Event, groups: list[str]) -> None:

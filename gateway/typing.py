@@ -11,8 +11,8 @@ import time
 
 from django.conf import settings
 
-from realtime_sync.events import Event, conversation_group
-from realtime_sync.publish import send_async
+from core.events import Event, conversation_group
+from core.publish import send_async
 
 
 class Typing:

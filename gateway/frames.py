@@ -8,8 +8,8 @@ import json
 
 from django.conf import settings
 
-from realtime_sync.errors import ServiceError
-from realtime_sync.events import dumps
+from core.errors import ServiceError
+from core.events import dumps
 
 
 class FrameError(ServiceError):

@@ -35,11 +35,10 @@ import psycopg
 from django.conf import settings
 from psycopg.conninfo import make_conninfo
 
-from conversations.changelog import change_event
-from conversations.models import Change
+from core.publish import send_now
 
-from .events import Event, conversation_group, user_group
-from .publish import send_now
+from .changelog import change_event, groups_of
+from .models import Change
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +74,7 @@ def conninfo_from_settings(database: dict | None = None) -> str:
 
 def publish_change(change: Change) -> None:
     """Send a logged change to the groups the app sends it to."""
-    event = change_event(change)
-    send_now(event, groups_for(event))
-
-
-def groups_for(event: Event) -> list[str]:
-    groups = [conversation_group(event.conversation_id)]
-    if "user_id" in event.meta:  # member events also reach the member's own devices
-        groups.append(user_group(event.meta["user_id"]))
-    return groups
+    send_now(change_event(change), groups_of(change))
 
 
 class ChangeListener:

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from presence import live as presence
-from realtime_sync.errors import ServiceError
-from realtime_sync.events import dumps
+from core.errors import ServiceError
+from core.events import dumps
 
 from . import close_codes, frames
 from .auth import Refused, identify, is_active
@@ -48,7 +48,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if not await is_active(device.pk):
             await self.connection.close(close_codes.DEVICE_REVOKED, "device revoked")
             return
-        await presence.connected(self.connection)
+        await presence.connected(device, self.connection.connection_id)
 
     async def receive(self, text_data=None, bytes_data=None):
         connection = self.connection
@@ -84,7 +84,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         connection.hub.detach(connection)
         try:
             await connection.typing.stop_all()
-            await presence.disconnected(connection)
+            await presence.disconnected(connection.device, connection.connection_id)
         except Exception:  # the presence sweep will expire the device instead
             logger.exception("presence of device %s on disconnect failed", connection.device_id)
 

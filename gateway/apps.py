@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class GatewayConfig(AppConfig):
+    """The WebSocket gateway: no models, only the live side of the domain apps."""
+
+    name = "gateway"
