@@ -87,7 +87,15 @@ def main() -> int:
     if args.capacity:
         env["CHANNEL_LAYER_CAPACITY"] = str(args.capacity)
     servers: list = []
-    budget = 60 + CONNECT_TIMEOUT + args.settle_timeout + args.warmup + args.duration + args.drain_timeout + 20 * args.processes
+    budget = (
+        60
+        + CONNECT_TIMEOUT
+        + args.settle_timeout
+        + args.warmup
+        + args.duration
+        + args.drain_timeout
+        + 20 * args.processes
+    )
     with Watchdog(budget, servers):
         try:
             log(f"flushing Redis db {args.redis_db}")

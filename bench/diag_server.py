@@ -213,7 +213,7 @@ def summary() -> dict:
         values = sorted(values)
         n = len(values)
 
-        def at(q):
+        def at(q, values=values, n=n):
             return round(values[min(n - 1, max(0, int(round(q / 100 * n + 0.5)) - 1))], 2)
 
         result[name] = {

@@ -179,12 +179,14 @@ class Server:
         self.log_path: Path | None = None
         self._log = None
 
-    def start(self, timeout: float = 30.0) -> "Server":
+    def start(self, timeout: float = 30.0) -> Server:
         for attempt in range(3):  # a free port can be taken between probing and binding
             self.port = free_port()
             if self._start_once(timeout):
                 return self
-            log(f"server {self.index} did not start on port {self.port} (attempt {attempt + 1}):\n{self.output()[-2000:]}")
+            log(
+                f"server {self.index} did not start on port {self.port} (attempt {attempt + 1}):\n{self.output()[-2000:]}"
+            )
             self.stop()
         raise RuntimeError("a server process did not start; see the log above")
 
@@ -192,7 +194,7 @@ class Server:
         results = BENCH / "results"
         results.mkdir(exist_ok=True)
         self.log_path = results / f"server-{os.getpid()}-{self.index}-{self.port}.log"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop(); outlives this call)
         command = [sys.executable]
         if self.profile_path:
             self.profile_path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,7 +283,13 @@ def start_servers(
     try:
         for i in range(count):
             server = Server(
-                i, application, env, cwd=cwd, profile_dir=args.profile, keep_log=args.keep_server_logs, launcher=launcher
+                i,
+                application,
+                env,
+                cwd=cwd,
+                profile_dir=args.profile,
+                keep_log=args.keep_server_logs,
+                launcher=launcher,
             )
             servers.append(server.start())
     except BaseException:
@@ -341,13 +349,13 @@ class Protocol:
 
     name = "?"
 
-    def url(self, port: int, device: "DeviceSpec") -> str:
+    def url(self, port: int, device: DeviceSpec) -> str:
         raise NotImplementedError
 
-    def headers(self, port: int, device: "DeviceSpec") -> dict:
+    def headers(self, port: int, device: DeviceSpec) -> dict:
         return {}
 
-    async def handshake(self, client: "Client") -> None:
+    async def handshake(self, client: Client) -> None:
         """After connecting and before the load: whatever makes the device follow live."""
 
     def send_frame(self, ref: str, client_msg_id: str, body: str) -> str:
@@ -464,7 +472,9 @@ class Client:
         finally:
             if not self.closing:
                 code = self.ws.close_code
-                stats.unexpected_closes.append({"device": self.spec.index, "code": code, "reason": self.ws.close_reason})
+                stats.unexpected_closes.append(
+                    {"device": self.spec.index, "code": code, "reason": self.ws.close_reason}
+                )
 
     def _delivery(self, now: int, body: str, seq) -> None:
         stats = self.stats
@@ -623,7 +633,7 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
             asyncio.gather(*(connect(c) for c in clients), return_exceptions=True), CONNECT_TIMEOUT
         )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
-    except asyncio.TimeoutError:
+    except TimeoutError:
         failures = [f"not all connected within {CONNECT_TIMEOUT:g}s"]
     if failures:
         ready = sum(1 for c in clients if c.reader is not None)
@@ -760,7 +770,10 @@ def code_identity(root: Path = ROOT) -> dict:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=all", "--", ".", ":!bench", ":!tests"],
-            cwd=root, capture_output=True, text=True, timeout=10,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         head, dirty = "", ""

@@ -41,7 +41,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen  # noqa: E402
-
 from loadgen import (  # noqa: E402
     BENCH,
     CONNECT_TIMEOUT,
@@ -169,7 +168,10 @@ def export_commit(rev: str) -> tuple[Path, str]:
     """`git archive REV` into a fresh temporary directory (the repository is only read)."""
     commit = subprocess.run(
         ["git", "rev-parse", "--verify", "--short", f"{rev}^{{commit}}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=10,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
     if commit.returncode != 0:
         sys.exit(f"--commit {rev}: {commit.stderr.strip()}")

@@ -46,7 +46,9 @@ def main(paths):
             print(f"leaving out {path}: PostgreSQL restarted during the run", file=sys.stderr)
             continue
         groups[key_of(result)].append(result)
-    print("| benchmark | members | senders | msgs/s | offered deliveries/s | runs | deliveries/s | p50 ms | p99 ms | all recipients p99 ms | ack p50 ms | lost (per run) | dup |")
+    print(
+        "| benchmark | members | senders | msgs/s | offered deliveries/s | runs | deliveries/s | p50 ms | p99 ms | all recipients p99 ms | ack p50 ms | lost (per run) | dup |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in sorted(groups, key=lambda k: (k[0], k[1], k[3], k[4], k[6])):
         runs = groups[key]

@@ -29,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from django.conf import settings
@@ -106,7 +106,7 @@ class ChangeListener:
         # The highest change id published among plain-SQL changes (None: none yet).
         self.high_water_mark: int | None = None
         # Until when the listener is known to have heard every notification.
-        self.heard_until = datetime.now(timezone.utc)
+        self.heard_until = datetime.now(UTC)
         # Changes published lately (id -> created_at), so a catch-up skips them.
         self._recent: dict[int, datetime] = {}
         self.published = 0
@@ -146,7 +146,7 @@ class ChangeListener:
             elif time.monotonic() - last_query > self.keepalive_interval:
                 conn.execute("SELECT 1")  # an idle connection's failure shows here
                 last_query = time.monotonic()
-            self.heard_until = datetime.now(timezone.utc)
+            self.heard_until = datetime.now(UTC)
             if time.monotonic() - last_tidy > self.keepalive_interval:
                 self._forget_before(self.heard_until - self.catch_up_window)
                 last_tidy = time.monotonic()
@@ -192,8 +192,7 @@ class ChangeListener:
         after_id, published = min(bounds), 0
         while True:
             rows = conn.execute(
-                f"SELECT {COLUMNS} FROM conversations_change"
-                " WHERE origin = 'sql' AND id > %s ORDER BY id LIMIT %s",
+                f"SELECT {COLUMNS} FROM conversations_change WHERE origin = 'sql' AND id > %s ORDER BY id LIMIT %s",
                 (after_id, CATCH_UP_BATCH),
             ).fetchall()
             published += self._publish_rows(rows)

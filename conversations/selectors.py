@@ -10,7 +10,6 @@ from core.errors import NotFound
 from .access import active_membership
 from .models import Change, Conversation, Membership, Message
 
-
 # Functions (queryset, user) -> queryset that other apps register (in their
 # AppConfig.ready) to annotate a user's conversations with state they own: the
 # delivery app adds `read_seq` and `unread_count`. This app imports none of them.
@@ -91,9 +90,7 @@ def changes_after(user, conversation_id, *, after: int, limit=None) -> Page:
     """The conversation's change log after a seq, ascending."""
     active_membership(user, conversation_id)
     limit = _limit(limit)
-    rows = list(
-        Change.objects.filter(conversation_id=conversation_id, seq__gt=after).order_by("seq")[: limit + 1]
-    )
+    rows = list(Change.objects.filter(conversation_id=conversation_id, seq__gt=after).order_by("seq")[: limit + 1])
     return Page(items=rows[:limit], has_more=len(rows) > limit)
 
 
@@ -103,7 +100,6 @@ def message_for(user, conversation_id, message_id) -> Message:
     if message is None:
         raise NotFound("Message not found.")
     return message
-
 
 
 # The change log without a membership check: callers decide what a device may

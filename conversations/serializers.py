@@ -122,7 +122,8 @@ class ChangeSerializer(serializers.Serializer):
     seq = serializers.IntegerField()
     # A string, not an enum: clients must skip kinds they do not know, so new kinds can be added.
     kind = serializers.CharField(
-        help_text="What changed: " + ", ".join(f"`{kind}`" for kind in Change.Kind.values)
+        help_text="What changed: "
+        + ", ".join(f"`{kind}`" for kind in Change.Kind.values)
         + ". Clients should skip kinds they do not know."
     )
     payload = serializers.DictField(help_text="The same payload the live event carried.")
@@ -152,11 +153,14 @@ def changes_page_data(page, *, after: int) -> dict:
 class ConversationCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
     title = serializers.CharField(
-        required=False, allow_blank=True, max_length=settings.CONVERSATION_TITLE_MAX_CHARS,
+        required=False,
+        allow_blank=True,
+        max_length=settings.CONVERSATION_TITLE_MAX_CHARS,
         help_text="Groups only.",
     )
     member_ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), default=list,
+        child=serializers.IntegerField(min_value=1),
+        default=list,
         help_text="The other members' user ids: exactly one for a direct conversation.",
     )
 
@@ -176,7 +180,8 @@ class MessagePageQuerySerializer(serializers.Serializer):
     after = seq_field(required=False, help_text="Messages with a seq above this, oldest first.")
     before = seq_field(required=False, help_text="Messages with a seq below this (the page nearest to it).")
     limit = serializers.IntegerField(
-        required=False, min_value=1,
+        required=False,
+        min_value=1,
         help_text=f"Page size; default {settings.PAGE_SIZE_DEFAULT}, at most {settings.PAGE_SIZE_MAX}.",
     )
 
@@ -189,7 +194,8 @@ class MessagePageQuerySerializer(serializers.Serializer):
 class ChangesQuerySerializer(serializers.Serializer):
     after = seq_field(default=0, help_text="Changes with a seq above this; 0 for the whole log.")
     limit = serializers.IntegerField(
-        required=False, min_value=1,
+        required=False,
+        min_value=1,
         help_text=f"Page size; default {settings.PAGE_SIZE_DEFAULT}, at most {settings.PAGE_SIZE_MAX}.",
     )
 

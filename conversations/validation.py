@@ -11,9 +11,7 @@ def clean_body(body) -> str:
     if not body.strip():
         raise InvalidInput("body must not be blank.", field="body")
     if len(body) > settings.MESSAGE_BODY_MAX_CHARS:
-        raise InvalidInput(
-            f"body is longer than {settings.MESSAGE_BODY_MAX_CHARS} characters.", field="body"
-        )
+        raise InvalidInput(f"body is longer than {settings.MESSAGE_BODY_MAX_CHARS} characters.", field="body")
     return body
 
 
@@ -35,9 +33,7 @@ def clean_title(title) -> str:
         raise InvalidInput("title must be a string.", field="title")
     title = title.strip()
     if len(title) > settings.CONVERSATION_TITLE_MAX_CHARS:
-        raise InvalidInput(
-            f"title is longer than {settings.CONVERSATION_TITLE_MAX_CHARS} characters.", field="title"
-        )
+        raise InvalidInput(f"title is longer than {settings.CONVERSATION_TITLE_MAX_CHARS} characters.", field="title")
     return title
 
 

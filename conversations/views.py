@@ -12,8 +12,8 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from devices.authentication import request_device
 from core.openapi import error_responses
+from devices.authentication import request_device
 
 from . import selectors, services
 from .payloads import member_payload, message_payload

@@ -10,7 +10,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from .errors import ServiceError
 
-
 # The same codes as the services' errors, whichever layer raised them (DRF, Django).
 CODES_BY_STATUS = {403: "forbidden", 404: "not_found"}
 
@@ -34,7 +33,10 @@ def exception_handler(exc, context):
 def _validation_body(detail) -> dict:
     """Name the first offending field and list every field's errors."""
     if isinstance(detail, dict):
-        fields = {name: [str(e) for e in (errors if isinstance(errors, list) else [errors])] for name, errors in detail.items()}
+        fields = {
+            name: [str(e) for e in (errors if isinstance(errors, list) else [errors])]
+            for name, errors in detail.items()
+        }
         first_field, first_errors = next(iter(fields.items()))
         body = {"code": "invalid", "message": f"{first_field}: {first_errors[0]}", "details": {"fields": fields}}
         if first_field != "non_field_errors":

@@ -29,11 +29,15 @@ def _merge(pending: dict, moved: dict) -> dict:
     merged = dict(pending)
     for user_id, cursor in moved.items():
         known = merged.get(user_id)
-        merged[user_id] = cursor if known is None else {
-            "user_id": user_id,
-            "delivered_seq": max(known["delivered_seq"], cursor["delivered_seq"]),
-            "read_seq": max(known["read_seq"], cursor["read_seq"]),
-        }
+        merged[user_id] = (
+            cursor
+            if known is None
+            else {
+                "user_id": user_id,
+                "delivered_seq": max(known["delivered_seq"], cursor["delivered_seq"]),
+                "read_seq": max(known["read_seq"], cursor["read_seq"]),
+            }
+        )
     return merged
 
 

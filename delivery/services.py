@@ -45,4 +45,3 @@ def _advance(user, conversation_id, seq, *, read: bool) -> ReceiptCursor:
         cursor.save(update_fields=[*changed, "updated_at"])
         publish_receipt_on_commit(cursor)
     return cursor
-

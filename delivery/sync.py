@@ -41,8 +41,10 @@ def plan_sync(user_id: int, cursors: dict[int, int], max_changes: int) -> SyncPl
     cursor resume up to and including the removal.
     """
     resumes = []
-    active = Membership.objects.active().filter(user_id=user_id).values_list(
-        "conversation_id", "joined_seq", "conversation__last_seq"
+    active = (
+        Membership.objects.active()
+        .filter(user_id=user_id)
+        .values_list("conversation_id", "joined_seq", "conversation__last_seq")
     )
     active_ids = set()
     for conversation_id, joined_seq, last_seq in active:

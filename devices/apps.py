@@ -2,8 +2,8 @@ from django.apps import AppConfig
 
 
 class DevicesConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'devices'
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "devices"
 
     def ready(self):
         # Registers the OpenAPI description of token auth with drf-spectacular.

@@ -19,7 +19,9 @@ def device_for_token(token: str) -> Device | None:
 
 def revoked_among(device_ids) -> set[int]:
     """Which of these devices were revoked (or whose user was deactivated)."""
-    active = set(Device.objects.active().filter(pk__in=list(device_ids), user__is_active=True).values_list("pk", flat=True))
+    active = set(
+        Device.objects.active().filter(pk__in=list(device_ids), user__is_active=True).values_list("pk", flat=True)
+    )
     return set(device_ids) - active
 
 

@@ -12,9 +12,10 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from core.openapi import error_responses
+
 from . import selectors, services
 from .authentication import request_device
-from core.openapi import error_responses
 from .serializers import DeviceSerializer, LoginResultSerializer, LoginSerializer
 
 

@@ -1,14 +1,14 @@
 """The WebSocket gateway: one connection per device, live events, catch-up.
 
-    consumer.py    the Channels consumer: handshake, frames in, close
-    auth.py        who is connecting (token header, token query, session) and from where
-    connection.py  one device's connection: which conversations it follows
-    stream.py      one conversation's ordered, gapless, exactly-once stream to a device
-    hub.py         the process-local fan-out: one channel-layer subscription per process
-    upkeep.py      the hub's periodic work: heartbeats, group refresh, reconciliation, presence
-    drain.py       closing every connection on SIGTERM before the server exits
-    requests.py    the requests a device may send, each calling a service
-    typing.py      one connection's typing indicators (never stored)
-    frames.py      encoding replies and errors; decoding requests
-    close_codes.py the close codes (docs/protocol.md lists them)
+consumer.py    the Channels consumer: handshake, frames in, close
+auth.py        who is connecting (token header, token query, session) and from where
+connection.py  one device's connection: which conversations it follows
+stream.py      one conversation's ordered, gapless, exactly-once stream to a device
+hub.py         the process-local fan-out: one channel-layer subscription per process
+upkeep.py      the hub's periodic work: heartbeats, group refresh, reconciliation, presence
+drain.py       closing every connection on SIGTERM before the server exits
+requests.py    the requests a device may send, each calling a service
+typing.py      one connection's typing indicators (never stored)
+frames.py      encoding replies and errors; decoding requests
+close_codes.py the close codes (docs/protocol.md lists them)
 """

@@ -16,11 +16,11 @@ import uuid
 from django.conf import settings
 
 from conversations.models import Change
-from .typing import Typing
 from core.events import conversation_group, user_group
 
 from . import close_codes
 from .stream import ConversationStream
+from .typing import Typing
 
 # Log events that bring a conversation to a user who is not following it yet.
 JOINING_KINDS = {Change.Kind.CONVERSATION_CREATED, Change.Kind.MEMBER_ADDED}

@@ -9,9 +9,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from presence import live as presence
 from core.errors import ServiceError
 from core.events import dumps
+from presence import live as presence
 
 from . import close_codes, frames
 from .auth import Refused, identify, is_active

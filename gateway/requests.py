@@ -17,12 +17,12 @@ from conversations.changelog import change_event
 from conversations.payloads import message_payload
 from conversations.selectors import changes_after
 from conversations.validation import clean_non_negative_int, is_id
+from core.db import on_db_pool
+from core.errors import InvalidInput, NotFound
 from delivery import services as delivery_services
 from delivery.sync import plan_sync
 from presence import live as presence
 from presence.services import clean_status
-from core.db import on_db_pool
-from core.errors import InvalidInput, NotFound
 
 from . import frames
 

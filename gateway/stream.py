@@ -62,9 +62,7 @@ class ConversationStream:
             return
         self._held[seq] = (text, kind, meta)
         if self.live and self._refill is None and self._gap_timer is None:
-            self._gap_timer = asyncio.get_running_loop().call_later(
-                settings.WS_GAP_GRACE_SECONDS, self._gap_persists
-            )
+            self._gap_timer = asyncio.get_running_loop().call_later(settings.WS_GAP_GRACE_SECONDS, self._gap_persists)
 
     def _gap_persists(self) -> None:
         self._gap_timer = None
@@ -111,9 +109,7 @@ class ConversationStream:
         empty_reads = 0
         try:
             while not self.ended:
-                changes = await load_changes(
-                    self.conversation_id, self.cursor, until=self.until, limit=REFILL_BATCH
-                )
+                changes = await load_changes(self.conversation_id, self.cursor, until=self.until, limit=REFILL_BATCH)
                 for change in changes:
                     if self.ended:
                         return
@@ -151,8 +147,9 @@ class ConversationStream:
         to reload the conversation, and go on from there."""
         logger.warning(
             "conversation %s: log has a hole before seq %s; resetting device %s",
-            self.conversation_id, seq + 1, self.connection.device_id,
+            self.conversation_id,
+            seq + 1,
+            self.connection.device_id,
         )
         self.cursor = seq
         await self.connection.send_text(frames.reset(self.conversation_id, seq, "log_gap"))
-

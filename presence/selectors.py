@@ -11,11 +11,7 @@ def contacts_of(user_id: int) -> list[int]:
     """Users sharing at least one conversation with `user_id` (the user included)."""
     conversations = Membership.objects.active().filter(user_id=user_id).values("conversation_id")
     return sorted(
-        set(
-            Membership.objects.active()
-            .filter(conversation_id__in=conversations)
-            .values_list("user_id", flat=True)
-        )
+        set(Membership.objects.active().filter(conversation_id__in=conversations).values_list("user_id", flat=True))
         | {user_id}
     )
 

@@ -16,8 +16,8 @@ Environment:
     SECURE_SSL_REDIRECT, SECURE_HSTS_SECONDS   production HTTPS settings (on, one year).
 """
 
-from pathlib import Path
 import os
+from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured

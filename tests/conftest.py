@@ -11,8 +11,8 @@ import os
 
 import pytest
 from django.conf import settings
-from django.db import connections
 from django.contrib.auth import get_user_model
+from django.db import connections
 from rest_framework.test import APIClient
 
 from devices.services import issue_device

@@ -31,9 +31,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message = text_data_json["message"]
 
         # Send message to room group
-        await self.channel_layer.group_send(
-            self.room_group_name, {"type": "chat.message", "message": message}
-        )
+        await self.channel_layer.group_send(self.room_group_name, {"type": "chat.message", "message": message})
         # Not in the tutorial: acknowledge the send (after group_send returned).
         ref = text_data_json.get("ref")
         if ref is not None:

@@ -105,8 +105,10 @@ class ConversationAdmin(ServiceErrorsAsMessagesMixin, admin.ModelAdmin):
         return conversation.member_count
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            member_count=Count("memberships", filter=Q(memberships__is_active=True))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(member_count=Count("memberships", filter=Q(memberships__is_active=True)))
         )
 
     def get_fieldsets(self, request, obj=None):

@@ -76,7 +76,15 @@ class MessageAdmin(ServiceErrorsAsMessagesMixin, admin.ModelAdmin):
     form = MessageAdminForm
     inlines = (MessageEditInline,)
     list_display = (
-        "id", "conversation", "seq", "sender", "short_body", "version", "created_at", "edited_at", "is_deleted",
+        "id",
+        "conversation",
+        "seq",
+        "sender",
+        "short_body",
+        "version",
+        "created_at",
+        "edited_at",
+        "is_deleted",
     )
     list_display_links = ("id", "short_body")
     list_filter = (MessageStateFilter, "conversation__kind", "created_at")
@@ -85,12 +93,30 @@ class MessageAdmin(ServiceErrorsAsMessagesMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     ordering = ("-id",)
     fields = (
-        "conversation", "seq", "sender", "sender_device", "client_msg_id", "reply_to",
-        "version", "created_at", "edited_at", "deleted_at", "body", "expected_version",
+        "conversation",
+        "seq",
+        "sender",
+        "sender_device",
+        "client_msg_id",
+        "reply_to",
+        "version",
+        "created_at",
+        "edited_at",
+        "deleted_at",
+        "body",
+        "expected_version",
     )
     readonly_fields = (
-        "conversation", "seq", "sender", "sender_device", "client_msg_id", "reply_to",
-        "version", "created_at", "edited_at", "deleted_at",
+        "conversation",
+        "seq",
+        "sender",
+        "sender_device",
+        "client_msg_id",
+        "reply_to",
+        "version",
+        "created_at",
+        "edited_at",
+        "deleted_at",
     )
 
     @admin.display(description="body")

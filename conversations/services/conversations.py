@@ -57,9 +57,7 @@ def create_conversation(*, creator, kind: str, title: str = "", member_ids=()) -
 
 @transaction.atomic
 def _create(creator, kind, title, others, *, direct_key) -> Conversation:
-    conversation = Conversation.objects.create(
-        kind=kind, title=title, created_by=creator, direct_key=direct_key
-    )
+    conversation = Conversation.objects.create(kind=kind, title=title, created_by=creator, direct_key=direct_key)
     creator_role = Membership.Role.OWNER if kind == Conversation.Kind.GROUP else Membership.Role.MEMBER
     memberships = [Membership(conversation=conversation, user=creator, role=creator_role, joined_seq=1)]
     memberships += [

@@ -7,10 +7,10 @@ from django.utils import timezone
 from core.errors import InvalidInput, NotFound, PermissionDenied
 
 from ..access import active_membership, require_group, require_manager
-from ..changelog import record_change, take_next_seq, lock_conversation
+from ..changelog import lock_conversation, record_change, take_next_seq
 from ..models import Change, Membership
-from ..selectors import members_of
 from ..payloads import conversation_payload, member_payload, user_payload
+from ..selectors import members_of
 
 ADDABLE_ROLES = (Membership.Role.ADMIN, Membership.Role.MEMBER)
 

@@ -33,9 +33,7 @@ class SendResult:
     created: bool  # False when this was a retry of an earlier send
 
 
-def send_message(
-    *, sender, conversation_id: int, client_msg_id, body, reply_to_id=None, device=None
-) -> SendResult:
+def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_id=None, device=None) -> SendResult:
     client_msg_id = clean_client_msg_id(client_msg_id)
     body = clean_body(body)
     if reply_to_id is not None and not is_id(reply_to_id):
@@ -71,7 +69,9 @@ def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> 
         reply_to_id=reply_to_id,
         seq=seq,
     )
-    record_change(conversation, seq, Change.Kind.MESSAGE_CREATED, message_payload(message), actor=sender, message=message)
+    record_change(
+        conversation, seq, Change.Kind.MESSAGE_CREATED, message_payload(message), actor=sender, message=message
+    )
     return SendResult(message=message, created=True)
 
 

@@ -24,17 +24,25 @@ def world(make_user, make_device):
         sender=alice, conversation_id=group.pk, client_msg_id="m1", body="hello team", device=alice_laptop
     ).message
     agenda = send_message(sender=bob, conversation_id=group.pk, client_msg_id="m2", body="agenda v1").message
-    agenda = edit_message(actor=bob, conversation_id=group.pk, message_id=agenda.pk, body="agenda v2", expected_version=1)
+    agenda = edit_message(
+        actor=bob, conversation_id=group.pk, message_id=agenda.pk, body="agenda v2", expected_version=1
+    )
     secret = send_message(sender=bob, conversation_id=direct.pk, client_msg_id="m3", body="just us").message
     mark_read(user=bob, conversation_id=group.pk, seq=hello.seq)
     now = timezone.now()
     DevicePresence.objects.create(device=alice_laptop, status=Status.ONLINE, last_heartbeat_at=now)
     UserPresence.objects.create(user=alice, status=Status.ONLINE, last_seen_at=now)
     return {
-        "alice": alice, "bob": bob, "carol": carol,
-        "alice_laptop": alice_laptop, "bob_phone": bob_phone,
-        "group": group, "direct": direct,
-        "hello": hello, "agenda": agenda, "secret": secret,
+        "alice": alice,
+        "bob": bob,
+        "carol": carol,
+        "alice_laptop": alice_laptop,
+        "bob_phone": bob_phone,
+        "group": group,
+        "direct": direct,
+        "hello": hello,
+        "agenda": agenda,
+        "secret": secret,
     }
 
 

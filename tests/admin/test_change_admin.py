@@ -47,7 +47,9 @@ def test_add_change_and_delete_are_refused(admin_client, world, created):
 def test_no_bulk_delete_action(admin_client, world, created):
     response = admin_client.get(CHANGELIST)
     assert "delete_selected" not in response.context["cl"].model_admin.get_actions(response.wsgi_request)
-    response = admin_client.post(CHANGELIST, {"action": "delete_selected", "_selected_action": [created.pk], "post": "yes"})
+    response = admin_client.post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [created.pk], "post": "yes"}
+    )
     assert Change.objects.filter(pk=created.pk).exists()
 
 

@@ -31,7 +31,9 @@ def test_change_page_shows_the_members_inline(admin_client, world):
     assert "alice" in content and "bob" in content
     # Read-only: no membership row is added, changed or deleted by hand.
     assert (inline.has_add_permission, inline.has_change_permission, inline.has_delete_permission) == (
-        False, False, False,
+        False,
+        False,
+        False,
     )
     assert "memberships-0-DELETE" not in content
 
@@ -82,7 +84,9 @@ def test_adding_and_removing_members_goes_through_the_services(admin_client, adm
     assert (added.payload["role"], added.payload["added_by"]) == ("admin", admin_user.pk)
     assert (removed.kind, removed.actor, removed.seq) == ("member.removed", admin_user, group.last_seq)
     assert removed.payload == {
-        "user": {"id": bob.pk, "username": "bob"}, "removed_by": admin_user.pk, "new_owner": None,
+        "user": {"id": bob.pk, "username": "bob"},
+        "removed_by": admin_user.pk,
+        "new_owner": None,
     }
     assert published == [
         ("member.added", group.pk, added.seq, [carol.pk]),

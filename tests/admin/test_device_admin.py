@@ -28,9 +28,7 @@ def test_revoke_action_revokes_through_the_service(admin_client, world, monkeypa
     monkeypatch.setattr(devices.services, "publish_device_revoked", lambda device: announced.append(device.pk))
     laptop, phone = world["alice_laptop"], world["bob_phone"]
 
-    response = admin_client.post(
-        CHANGELIST, {"action": "revoke_devices", "_selected_action": [laptop.pk]}, follow=True
-    )
+    response = admin_client.post(CHANGELIST, {"action": "revoke_devices", "_selected_action": [laptop.pk]}, follow=True)
 
     assert response.status_code == 200
     assert [str(m) for m in response.context["messages"]] == ["Revoked 1 device(s)."]

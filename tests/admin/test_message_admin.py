@@ -59,8 +59,12 @@ def test_admin_edit_matches_a_service_edit(admin_client, admin_user, world):
     form = admin_client.get(change_url(hello))
     admin_client.post(change_url(hello), change_form_data(form, body="new text"))
     edit_message(
-        actor=admin_user, conversation_id=secret.conversation_id, message_id=secret.pk,
-        body="new text", expected_version=1, as_moderator=True,
+        actor=admin_user,
+        conversation_id=secret.conversation_id,
+        message_id=secret.pk,
+        body="new text",
+        expected_version=1,
+        as_moderator=True,
     )
     by_admin = Change.objects.filter(message=hello).latest("seq")
     by_service = Change.objects.filter(message=secret).latest("seq")
@@ -76,8 +80,9 @@ def test_admin_edit_matches_a_service_edit(admin_client, admin_user, world):
 def test_a_stale_edit_is_refused_and_changes_nothing(admin_client, world, published):
     hello, alice = world["hello"], world["alice"]
     form = admin_client.get(change_url(hello))  # shows version 1
-    edit_message(actor=alice, conversation_id=hello.conversation_id, message_id=hello.pk, body="by alice",
-                 expected_version=1)
+    edit_message(
+        actor=alice, conversation_id=hello.conversation_id, message_id=hello.pk, body="by alice", expected_version=1
+    )
     published.clear()
     last_seq = Conversation.objects.get(pk=hello.conversation_id).last_seq
 

@@ -62,8 +62,17 @@ def test_date_hierarchy_drilldown_loads(admin_client, world, name):
 
 def test_admin_index_lists_every_model(admin_client, world):
     content = admin_client.get(reverse("admin:index")).content.decode()
-    for name in ("Devices", "Conversations", "Memberships", "Messages", "Message edits", "Changes",
-                 "Receipt cursors", "Device presences", "User presences"):
+    for name in (
+        "Devices",
+        "Conversations",
+        "Memberships",
+        "Messages",
+        "Message edits",
+        "Changes",
+        "Receipt cursors",
+        "Device presences",
+        "User presences",
+    ):
         assert name in content
 
 

@@ -257,7 +257,10 @@ def test_delete_returns_the_tombstone_and_a_later_edit_is_409_message_deleted(
     assert deleted.status_code == 200
     tombstone = deleted.json()
     assert (tombstone["id"], tombstone["deleted"], tombstone["body"], tombstone["version"]) == (
-        message.pk, True, "", 2,
+        message.pk,
+        True,
+        "",
+        2,
     )
     assert tombstone["deleted_at"] is not None
     assert edit.status_code == 409
@@ -292,7 +295,10 @@ def test_changes_after_a_seq(make_user, api_for, make_group):
     none_left = client.get(f"{url}?after=4").json()
 
     assert [c["kind"] for c in everything["changes"]] == [
-        "conversation.created", "message.created", "message.created", "conversation.renamed",
+        "conversation.created",
+        "message.created",
+        "message.created",
+        "conversation.renamed",
     ]
     assert [c["seq"] for c in after_1["changes"]] == [2, 3, 4]
     assert after_1["has_more"] is False

@@ -6,8 +6,6 @@ import pytest
 
 from .harness import ServerProcess
 
-
-
 # Short limits so tests of resets, typing expiry and coalescing run quickly.
 SHARED_SERVER_ENV = {
     "SYNC_MAX_CHANGES": "40",

@@ -56,7 +56,7 @@ class ServerProcess:
             "DB_POOL_MAX_SIZE": "10",
             **self.env,
         }
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop(); outlives this call)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "realtime_sync.asgi:application"],
             cwd=ROOT,

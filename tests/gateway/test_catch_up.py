@@ -19,7 +19,9 @@ def event_at(conversation_id, seq):
 
 async def send_many(user, conversation_id, count, prefix):
     for i in range(count):
-        await db(send_message)(sender=user, conversation_id=conversation_id, client_msg_id=f"{prefix}{i}", body=f"{prefix}{i}")
+        await db(send_message)(
+            sender=user, conversation_id=conversation_id, client_msg_id=f"{prefix}{i}", body=f"{prefix}{i}"
+        )
 
 
 async def last_seq(conversation_id) -> int:
@@ -88,7 +90,7 @@ async def test_past_the_limit_a_conversation_is_reset_then_followed_live(server,
 
 
 async def test_a_cursor_ahead_of_the_server_is_reset(server, account):
-    (alice, (token,)), = [await account()]
+    ((alice, (token,)),) = [await account()]
     conversation, _ = await db(create_conversation)(creator=alice, kind="group")
     device = await Device(server.url, token).connect()
     reply = await device.request("sync", cursors={str(conversation.pk): 99})
@@ -158,7 +160,7 @@ async def test_a_member_removed_live_gets_the_removal_and_nothing_after(server, 
 
 
 async def test_a_device_that_saw_a_gap_fetches_the_range(server, account):
-    (alice, (token,)), = [await account()]
+    ((alice, (token,)),) = [await account()]
     conversation, _ = await db(create_conversation)(creator=alice, kind="group")
     await send_many(alice, conversation.pk, 10, "m")  # 2..11
     device = await Device(server.url, token).connect()
@@ -175,7 +177,7 @@ async def test_a_device_that_saw_a_gap_fetches_the_range(server, account):
 
 
 async def test_a_live_event_the_layer_dropped_still_arrives(server, account, monkeypatch):
-    (alice, (token,)), = [await account()]
+    ((alice, (token,)),) = [await account()]
     conversation, _ = await db(create_conversation)(creator=alice, kind="group")
     device = await Device(server.url, token).connect()
     await device.request("sync", cursors={str(conversation.pk): 1})
@@ -191,14 +193,17 @@ async def test_a_live_event_the_layer_dropped_still_arrives(server, account, mon
 
 
 async def test_a_hole_in_the_log_is_answered_with_a_reset_not_a_stall(server, account):
-    (alice, (token,)), = [await account()]
+    ((alice, (token,)),) = [await account()]
     conversation, _ = await db(create_conversation)(creator=alice, kind="group")
     await send_many(alice, conversation.pk, 4, "m")  # 2..5
     await db(lambda: Change.objects.filter(conversation=conversation, seq=3).delete())()  # altered by hand
     device = await Device(server.url, token).connect()
     reply = await device.request("sync", cursors={str(conversation.pk): 1})
     assert [(f["type"], f.get("seq") or f.get("last_seq")) for f in device.frames[1:-1]] == [
-        ("event", 2), ("reset", 3), ("event", 4), ("event", 5),
+        ("event", 2),
+        ("reset", 3),
+        ("event", 4),
+        ("event", 5),
     ]
     assert device.frames[2]["reason"] == "log_gap"
     assert reply["result"]["cursors"] == {str(conversation.pk): 5}
@@ -211,7 +216,7 @@ async def test_events_published_out_of_order_reach_the_device_in_order(server, a
     from conversations.changelog import change_event
     from core.events import conversation_group
 
-    (alice, (token,)), = [await account()]
+    ((alice, (token,)),) = [await account()]
     conversation, _ = await db(create_conversation)(creator=alice, kind="group")
     device = await Device(server.url, token).connect()
     await device.request("sync", cursors={str(conversation.pk): 1})

@@ -40,7 +40,9 @@ def rest_presence(token, user_id):
 
 async def test_presence_aggregates_over_a_users_devices(server, account):
     (alice, (phone_token, laptop_token)), (bob, (bob_token,)), (_, (stranger_token,)) = [
-        await account(devices=2), await account(), await account()
+        await account(devices=2),
+        await account(),
+        await account(),
     ]
     await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
     watcher = await Device(server.url, bob_token, name="bob").connect()
@@ -97,7 +99,11 @@ async def test_a_flapping_connection_is_coalesced(server, account):
 @pytest.mark.timeout(90)
 async def test_a_killed_server_does_not_leave_its_devices_online(transactional_db, account):
     timeout, refresh = 2.0, 0.5
-    env = {"PRESENCE_TIMEOUT": str(timeout), "PRESENCE_REFRESH_SECONDS": str(refresh), "PRESENCE_COALESCE_SECONDS": "0.1"}
+    env = {
+        "PRESENCE_TIMEOUT": str(timeout),
+        "PRESENCE_REFRESH_SECONDS": str(refresh),
+        "PRESENCE_COALESCE_SECONDS": "0.1",
+    }
     doomed, survivor = ServerProcess(**env).start(), ServerProcess(**env).start()
     try:
         (alice, (token,)), (bob, (bob_token,)) = await account(), await account()

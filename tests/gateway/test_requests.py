@@ -37,7 +37,11 @@ async def test_send_is_acknowledged_after_commit_and_reaches_the_senders_other_d
     stored = await db(Message.objects.get)(pk=result["message_id"])  # committed before the reply
     assert (stored.seq, stored.body, stored.sender_id) == (result["seq"], "hello", alice.pk)
     assert result == {
-        "conversation_id": cid, "message_id": stored.pk, "seq": 2, "client_msg_id": "m-1", "duplicate": False,
+        "conversation_id": cid,
+        "message_id": stored.pk,
+        "seq": 2,
+        "client_msg_id": "m-1",
+        "duplicate": False,
     }
     for device in (phone, laptop, bob):
         event = await device.received(is_event(cid, 2))
@@ -105,7 +109,10 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(server, acco
 
     await phone.send_raw("{not json")
     assert (await phone.next_frame()) == {
-        "type": "error", "ref": None, "code": "invalid_json", "message": "The frame is not valid JSON.",
+        "type": "error",
+        "ref": None,
+        "code": "invalid_json",
+        "message": "The frame is not valid JSON.",
     }
     await phone.send_raw(json.dumps(["a", "list"]))
     assert (await phone.next_frame())["code"] == "invalid_frame"

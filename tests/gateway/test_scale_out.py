@@ -33,7 +33,9 @@ def two_servers(transactional_db):
 async def test_every_kind_of_event_crosses_processes(two_servers, account):
     one, two = two_servers
     (alice, (alice_token,)), (bob, (bob_phone, bob_laptop)), (carol, _) = [
-        await account(), await account(devices=2), await account()
+        await account(),
+        await account(devices=2),
+        await account(),
     ]
     conversation, _ = await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
     cursors = {str(conversation.pk): 1}

@@ -186,8 +186,6 @@ def _log(conversation_id) -> tuple[int, list[tuple[int, str, int | None]]]:
     return last_seq, changes
 
 
-
-
 class Draining:
     """A server caught draining on SIGTERM, with one request held in flight.
 
@@ -255,7 +253,13 @@ class Draining:
         await self.lock.acquire()
         await self.held.send_raw(
             json.dumps(
-                {"type": "send", "ref": "held-1", "conversation_id": self.side.pk, "client_msg_id": "held-1", "body": "held"}
+                {
+                    "type": "send",
+                    "ref": "held-1",
+                    "conversation_id": self.side.pk,
+                    "client_msg_id": "held-1",
+                    "body": "held",
+                }
             )
         )
         await self.lock.wait_for_waiter()
@@ -394,7 +398,9 @@ async def test_a_send_cut_off_by_the_grace_period_stays_single_and_the_server_st
         assert (await phone.request("sync", cursors={str(chat.pk): 1}))["type"] == "ok"
         await lock.acquire()
         await phone.send_raw(
-            json.dumps({"type": "send", "ref": "cut-1", "conversation_id": chat.pk, "client_msg_id": "cut-1", "body": "b"})
+            json.dumps(
+                {"type": "send", "ref": "cut-1", "conversation_id": chat.pk, "client_msg_id": "cut-1", "body": "b"}
+            )
         )
         await lock.wait_for_waiter()
         first.signal(signal.SIGTERM)

@@ -26,11 +26,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, connections
 
+from conversations.listener import conninfo_from_settings
 from conversations.models import Change, Message
 from conversations.payloads import message_payload
 from conversations.services import create_conversation, send_message
 from core.events import conversation_group, dumps
-from conversations.listener import conninfo_from_settings
 
 from .harness import ROOT, Device, database_url
 
@@ -52,7 +52,7 @@ class ListenerProcess:
             "DATABASE_URL": database_url(),
             "REDIS_URL": settings.REDIS_URL,
         }
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop(); outlives this call)
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "listen_changes"],
             cwd=ROOT,
@@ -184,7 +184,9 @@ async def test_plain_sql_insert_edit_and_delete_reach_a_device(server, account, 
     assert created.keys() == app_created.keys() and created["payload"].keys() == app_created["payload"].keys()
     assert created["payload"]["body"] == "from psql" and created["payload"]["sender"] == bob.pk
     assert (edited["payload"]["body"], edited["payload"]["version"], edited["payload"]["edited_by"]) == (
-        "from psql, edited", 2, None,
+        "from psql, edited",
+        2,
+        None,
     )
     assert (deleted["payload"]["body"], deleted["payload"]["deleted"], deleted["payload"]["version"]) == ("", True, 3)
     tombstone = await db(Message.objects.get)(pk=message_id)
@@ -211,7 +213,9 @@ def restart_postgresql() -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True, capture_output=True, timeout=60,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
 
 

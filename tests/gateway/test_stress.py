@@ -28,7 +28,6 @@ from channels.db import database_sync_to_async
 
 from conversations.models import Change, Conversation, Message
 from conversations.services import create_conversation, edit_message, rename_conversation, send_message
-
 from presence.models import UserPresence
 
 from .harness import Device, ServerProcess, database_url
@@ -260,8 +259,7 @@ async def _service_writer(call, rng, users, conversations, tally) -> None:
         if roll < 0.15:
             conversation, members = rng.choice(conversations)
             await call(
-                rename_conversation,
-                actor=users[members[0]], conversation_id=conversation.pk, title=f"renamed {n}"
+                rename_conversation, actor=users[members[0]], conversation_id=conversation.pk, title=f"renamed {n}"
             )
         elif roll < 0.3 and own_messages:
             user, message = rng.choice(own_messages)
@@ -278,7 +276,11 @@ async def _service_writer(call, rng, users, conversations, tally) -> None:
             conversation, members = rng.choice(conversations)
             user = users[rng.choice(members)]
             result = await call(
-                send_message, sender=user, conversation_id=conversation.pk, client_msg_id=f"service-{n}", body=f"service {n}"
+                send_message,
+                sender=user,
+                conversation_id=conversation.pk,
+                client_msg_id=f"service-{n}",
+                body=f"service {n}",
             )
             assert result.created
             own_messages.append((user, result.message))
@@ -319,9 +321,7 @@ async def test_every_device_gets_every_change_exactly_once_in_order(transactiona
         )
         conversations.append((conversation, members))
 
-    servers = [
-        await asyncio.to_thread(ServerProcess(SYNC_MAX_CHANGES=SYNC_MAX_CHANGES).start) for _ in range(2)
-    ]
+    servers = [await asyncio.to_thread(ServerProcess(SYNC_MAX_CHANGES=SYNC_MAX_CHANGES).start) for _ in range(2)]
     tally = Tally()
     call = ServiceCalls()
     devices: list[StressDevice] = []
@@ -415,7 +415,7 @@ async def test_every_device_gets_every_change_exactly_once_in_order(transactiona
                 len(device.connections),
             )
             assert [e["kind"] for e in seq_events] == [c.kind for c in changes], (device.name, conversation_id)
-            for event, change in zip(seq_events, changes):
+            for event, change in zip(seq_events, changes, strict=True):
                 assert _unredacted(event["payload"]) == _unredacted(change.payload), (device.name, event, change)
                 if change.payload.get("redacted"):
                     # Deleted since: the log's copy is erased; the device may have got it before.

@@ -16,7 +16,9 @@ db = database_sync_to_async
 
 def typing_of(user, state=None):
     return lambda f: (
-        f["type"] == "event" and f["kind"] == "typing" and f["payload"]["user_id"] == user.pk
+        f["type"] == "event"
+        and f["kind"] == "typing"
+        and f["payload"]["user_id"] == user.pk
         and (state is None or f["payload"]["state"] == state)
     )
 
@@ -106,11 +108,11 @@ async def test_reading_on_one_device_clears_the_unread_count_on_the_other(server
 async def test_receipts_of_a_message_in_a_100_member_conversation(server, account, make_user):
     alice, (alice_token,) = await account(username="sender")
     members = await db(lambda: [make_user() for _ in range(99)])()
-    conversation, _ = await db(create_conversation)(
-        creator=alice, kind="group", member_ids=[m.pk for m in members]
-    )
+    conversation, _ = await db(create_conversation)(creator=alice, kind="group", member_ids=[m.pk for m in members])
     sender = await synced(server, alice_token, conversation, "sender")
-    sent = (await sender.request("send", conversation_id=conversation.pk, client_msg_id="big", body="hello all"))["result"]
+    sent = (await sender.request("send", conversation_id=conversation.pk, client_msg_id="big", body="hello all"))[
+        "result"
+    ]
 
     # 30 members acknowledge over their own devices' sockets, 12 of them read too;
     # 10 more acknowledge through the service, as REST does.

@@ -8,9 +8,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from conversations.changelog import change_event
-from conversations.services import add_member, create_conversation, send_message
 from conversations.listener import ChangeListener, conninfo_from_settings
+from conversations.services import create_conversation, send_message
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

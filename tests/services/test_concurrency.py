@@ -9,9 +9,9 @@ from django.db import transaction
 
 from conversations.models import Change, Message
 from conversations.services import create_conversation, send_message
+from core.events import conversation_group
 from delivery.models import ReceiptCursor
 from delivery.services import mark_read
-from core.events import conversation_group
 from tests.threads import run_in_threads
 
 THREADS = 12
@@ -75,7 +75,9 @@ def test_concurrent_reads_never_move_the_cursor_back(make_user):
 @pytest.mark.django_db(transaction=True)
 async def test_a_rolled_back_write_publishes_nothing(make_user):
     alice, bob = await database_sync_to_async(make_user)(), await database_sync_to_async(make_user)()
-    conversation, _ = await database_sync_to_async(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
+    conversation, _ = await database_sync_to_async(create_conversation)(
+        creator=alice, kind="group", member_ids=[bob.pk]
+    )
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(conversation_group(conversation.pk), channel)
@@ -87,7 +89,9 @@ async def test_a_rolled_back_write_publishes_nothing(make_user):
 
     with pytest.raises(RuntimeError):
         await database_sync_to_async(send_then_fail)()
-    await database_sync_to_async(send_message)(sender=alice, conversation_id=conversation.pk, client_msg_id="kept", body="kept")
+    await database_sync_to_async(send_message)(
+        sender=alice, conversation_id=conversation.pk, client_msg_id="kept", body="kept"
+    )
 
     # The layer delivers in order: the first event here must be the committed send.
     event = await layer.receive(channel)

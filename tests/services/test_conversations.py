@@ -81,7 +81,13 @@ def test_add_and_remove_member_record_seqs_on_the_membership(make_user):
     removed = remove_member(actor=alice, conversation_id=conversation.pk, user_id=carol.pk)
     assert (removed.is_active, removed.left_seq) == (False, 3)
     again = add_member(actor=alice, conversation_id=conversation.pk, user_id=carol.pk, role="admin")
-    assert (again.pk, again.is_active, again.joined_seq, again.left_seq, again.role) == (added.pk, True, 4, None, "admin")
+    assert (again.pk, again.is_active, again.joined_seq, again.left_seq, again.role) == (
+        added.pk,
+        True,
+        4,
+        None,
+        "admin",
+    )
     assert kinds(conversation)[1:] == [(2, "member.added"), (3, "member.removed"), (4, "member.added")]
 
 

@@ -25,9 +25,7 @@ def chat(make_user):
 
 
 def send(conversation, sender, client_msg_id="c1", body="hello", **extra):
-    return send_message(
-        sender=sender, conversation_id=conversation.pk, client_msg_id=client_msg_id, body=body, **extra
-    )
+    return send_message(sender=sender, conversation_id=conversation.pk, client_msg_id=client_msg_id, body=body, **extra)
 
 
 def test_send_takes_the_next_seq_and_logs_the_message(chat, make_device):
@@ -164,7 +162,9 @@ def test_only_the_sender_edits(chat):
 def test_delete_leaves_a_tombstone_and_redacts_the_log(chat):
     conversation, alice, _, _ = chat
     message = send(conversation, alice, body="secret").message
-    edit_message(actor=alice, conversation_id=conversation.pk, message_id=message.pk, body="secret 2", expected_version=1)
+    edit_message(
+        actor=alice, conversation_id=conversation.pk, message_id=message.pk, body="secret 2", expected_version=1
+    )
     deleted = delete_message(actor=alice, conversation_id=conversation.pk, message_id=message.pk)
     assert deleted.is_deleted and deleted.body == "" and deleted.version == 3
     assert not MessageEdit.objects.filter(message=message).exists()
@@ -179,7 +179,9 @@ def test_delete_wins_over_a_later_edit_and_is_idempotent(chat):
     message = send(conversation, alice).message
     delete_message(actor=alice, conversation_id=conversation.pk, message_id=message.pk)
     with pytest.raises(MessageDeleted):
-        edit_message(actor=alice, conversation_id=conversation.pk, message_id=message.pk, body="back", expected_version=2)
+        edit_message(
+            actor=alice, conversation_id=conversation.pk, message_id=message.pk, body="back", expected_version=2
+        )
     again = delete_message(actor=alice, conversation_id=conversation.pk, message_id=message.pk)
     assert again.version == 2
     assert Change.objects.filter(kind="message.deleted").count() == 1

@@ -6,11 +6,11 @@ import pytest
 from django.utils import timezone
 
 from conversations.services import create_conversation
+from core.errors import InvalidInput
 from devices.services import revoke_device
 from presence.models import DevicePresence, UserPresence
 from presence.selectors import contacts_of, presences_for
 from presence.services import device_offline, device_online, expire_stale, refresh
-from core.errors import InvalidInput
 
 pytestmark = pytest.mark.django_db
 

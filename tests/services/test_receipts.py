@@ -4,10 +4,10 @@ import pytest
 
 from conversations.selectors import conversations_of
 from conversations.services import create_conversation, delete_message, send_message
+from core.errors import InvalidInput, NotFound, PermissionDenied
 from delivery.models import ReceiptCursor
 from delivery.selectors import message_receipts
 from delivery.services import mark_delivered, mark_read
-from core.errors import InvalidInput, NotFound, PermissionDenied
 
 pytestmark = pytest.mark.django_db
 

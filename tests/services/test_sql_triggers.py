@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 
+from conversations.listener import conninfo_from_settings
 from conversations.models import Change, Conversation, Message, MessageEdit
 from conversations.payloads import message_payload
 from conversations.services import (
@@ -21,7 +22,6 @@ from conversations.services import (
     send_message,
 )
 from core.events import dumps
-from conversations.listener import conninfo_from_settings
 from tests.threads import run_in_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -112,7 +112,10 @@ def test_a_retried_import_leaves_no_hole_in_the_log(room):
     next_message = sql_insert(conversation.pk, alice.pk, "next")
 
     assert [(c.seq, c.kind) for c in log_of(conversation)] == [
-        (1, "conversation.created"), (2, "message.created"), (3, "message.edited"), (4, "message.created"),
+        (1, "conversation.created"),
+        (2, "message.created"),
+        (3, "message.edited"),
+        (4, "message.created"),
     ]
     assert next_message.seq == 4
     imported = Message.objects.get(client_msg_id="import-1")
