@@ -41,12 +41,17 @@ def clean_title(title) -> str:
 MAX_BIGINT = 2**63 - 1
 
 
+def is_integer(value) -> bool:
+    """Whether `value` is a JSON integer: Python's bool is an int, JSON's true is not."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def is_id(value) -> bool:
     """Whether `value` can be a row id (a positive bigint); anything else finds nothing."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_BIGINT
+    return is_integer(value) and 0 < value <= MAX_BIGINT
 
 
 def clean_non_negative_int(value, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BIGINT:
+    if not is_integer(value) or not 0 <= value <= MAX_BIGINT:
         raise InvalidInput(f"{field} must be a non-negative integer.", field=field)
     return value

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-# The channel-layer message type the gateway handles ("realtime.event" -> realtime_event).
+# The type of the channel-layer messages that carry events. Only the gateway's hub
+# reads the layer (gateway/hub.py), so no consumer method is named after it.
 LAYER_MESSAGE_TYPE = "realtime.event"
 
 

@@ -8,6 +8,7 @@ import json
 
 from django.conf import settings
 
+from conversations.validation import is_integer
 from core.errors import ServiceError
 from core.events import dumps
 
@@ -54,7 +55,7 @@ def decode(text: str | None, binary: bytes | None) -> dict:
     if not isinstance(frame.get("type"), str):
         raise FrameError("A frame must have a string `type`.", field="type")
     ref = frame.get("ref")
-    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (str, int)) or len(str(ref)) > 64):
+    if ref is not None and not is_valid_ref(ref):
         raise FrameError("`ref` must be a string or an integer of at most 64 characters.", field="ref")
     return frame
 
@@ -65,7 +66,12 @@ def safe_ref(text: str | None):
         ref = json.loads(text).get("ref") if text else None
     except (ValueError, AttributeError):
         return None
-    return ref if isinstance(ref, (str, int)) and not isinstance(ref, bool) and len(str(ref)) <= 64 else None
+    return ref if is_valid_ref(ref) else None
+
+
+def is_valid_ref(ref) -> bool:
+    """A `ref` is a string or an integer of at most 64 characters."""
+    return (isinstance(ref, str) or is_integer(ref)) and len(str(ref)) <= 64
 
 
 def ok(ref, result: dict) -> str:

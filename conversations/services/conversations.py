@@ -9,13 +9,11 @@ from ..access import active_membership, require_group, require_manager
 from ..changelog import append_change, lock_conversation
 from ..models import Change, Conversation, Membership
 from ..payloads import conversation_payload
-from ..validation import clean_title
+from ..validation import clean_title, is_id
 
 
 def _users_by_id(user_ids) -> dict:
-    if not isinstance(user_ids, (list, tuple, set)) or not all(
-        isinstance(i, int) and not isinstance(i, bool) for i in user_ids
-    ):
+    if not isinstance(user_ids, (list, tuple, set)) or not all(is_id(i) for i in user_ids):
         raise InvalidInput("member_ids must be a list of user ids.", field="member_ids")
     users = {u.pk: u for u in get_user_model().objects.filter(pk__in=set(user_ids), is_active=True)}
     missing = sorted(set(user_ids) - set(users))

@@ -11,6 +11,7 @@ from ..changelog import lock_conversation, record_change, take_next_seq
 from ..models import Change, Membership
 from ..payloads import conversation_payload, member_payload, user_payload
 from ..selectors import members_of
+from ..validation import is_id
 
 ADDABLE_ROLES = (Membership.Role.ADMIN, Membership.Role.MEMBER)
 
@@ -27,7 +28,7 @@ def add_member(
     require_group(conversation, "have members added")
     if actor_membership is not None:
         require_manager(actor_membership, "add members")
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first() if isinstance(user_id, int) else None
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first() if is_id(user_id) else None
     if user is None:
         raise InvalidInput("No such user.", field="user_id")
 

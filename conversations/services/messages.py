@@ -24,7 +24,7 @@ from ..access import active_membership
 from ..changelog import append_change, lock_conversation, record_change, take_next_seq
 from ..models import Change, Message, MessageEdit
 from ..payloads import message_payload
-from ..validation import clean_body, clean_client_msg_id, is_id
+from ..validation import clean_body, clean_client_msg_id, is_id, is_integer
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def edit_message(
     a retried edit is harmless.
     """
     body = clean_body(body)
-    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+    if not is_integer(expected_version):
         raise InvalidInput("version must be an integer.", field="version")
     conversation = lock_conversation(conversation_id)
     if not as_moderator:

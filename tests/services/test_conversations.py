@@ -130,3 +130,19 @@ def test_direct_conversations_have_fixed_members_and_no_title(make_user):
     with pytest.raises(InvalidInput):
         rename_conversation(actor=alice, conversation_id=conversation.pk, title="Us")
     assert kinds(conversation) == [(1, "conversation.created")]
+
+
+def test_true_is_not_a_user_id(make_user):
+    """JSON true is not 1: a bool never names user 1, whatever Python's bool says."""
+    alice = make_user()
+    if alice.pk != 1:
+        make_user(id=1)  # the user `True` would have named
+    conversation, _ = create_conversation(creator=alice, kind="group")
+    with pytest.raises(InvalidInput) as error:
+        add_member(actor=alice, conversation_id=conversation.pk, user_id=True)
+    assert error.value.field == "user_id"
+    with pytest.raises(InvalidInput) as error:
+        create_conversation(creator=alice, kind="group", member_ids=[True])
+    assert error.value.field == "member_ids"
+    assert Membership.objects.filter(conversation=conversation).count() == 1
+    assert kinds(conversation) == [(1, "conversation.created")]
