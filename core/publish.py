@@ -57,8 +57,19 @@ async def send_async(event: Event, groups: list[str]) -> None:
     if layer is None:
         return
     text = event.text()
-    for group in groups:
+    for index, group in enumerate(groups):
         try:
             await layer.group_send(group, event.layer_message(group, text))
-        except Exception:  # the log has the change; devices will catch up
-            logger.exception("publishing %s to %s failed", event.kind, group)
+        except Exception as error:
+            # The layer is down (it drops nothing silently otherwise): the log has
+            # the change and devices catch up from it; typing and presence are
+            # state that the next broadcast or a sync brings back. No traceback:
+            # an outage would print one per event.
+            logger.warning(
+                "publishing %s failed (%s: %s); not sent to %d group(s)",
+                event.kind,
+                type(error).__name__,
+                error,
+                len(groups) - index,
+            )
+            return

@@ -25,6 +25,12 @@ PROTOCOL_VERSION = 1
 
 
 class GatewayConsumer(AsyncWebsocketConsumer):
+    # No channel layer of its own: the hub is the process's only layer reader.
+    # A per-connection layer receive would also die with Redis and take the
+    # socket with it (Channels closes it with 1011), so an outage of the layer
+    # would close every connection. Channels looks this alias up and, finding
+    # no layer by that name, runs the consumer on its socket alone.
+    channel_layer_alias = "gateway-consumers-read-no-layer"
     connection: DeviceConnection | None = None
 
     async def connect(self):

@@ -7,8 +7,10 @@ hub with one layer channel: the hub joins a group (a conversation, a user, a
 device) once for all its local connections that follow it, receives each event
 once, and hands the already-encoded frame to those connections directly.
 
-After a layer outage the hub joins its groups again and every stream re-reads
-the log. Its periodic work (heartbeats, group refresh, reconciliation,
+The hub survives an outage of the layer (Redis gone): connections keep their
+sockets, subscribing only records which groups are wanted, and once the layer
+answers again the hub joins every wanted group and every stream re-reads the
+log, so what was published meanwhile (and lost) reaches every device anyway. Its periodic work (heartbeats, group refresh, reconciliation,
 presence) is upkeep.py's; closing connections on SIGTERM is drain.py's.
 """
 
@@ -23,6 +25,11 @@ from core.events import device_group, user_group
 from . import close_codes, drain, upkeep
 
 logger = logging.getLogger(__name__)
+
+# How soon the hub tries the layer again after a failure, doubling up to the
+# maximum: kept short so live delivery resumes within a second of Redis returning.
+RETRY_INITIAL_SECONDS = 0.1
+RETRY_MAX_SECONDS = 1.0
 
 
 class Hub:
@@ -43,11 +50,13 @@ class Hub:
         self.channel: str | None = None
         self.connections: set = set()
         self.draining = False
+        self.layer_down = False  # the layer failed; recovery is retrying it
         self._groups: dict[str, set] = {}  # group -> local connections following it
         self._joined: set[str] = set()  # groups the hub's channel is in
         self._group_lock = asyncio.Lock()
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self._recovery: asyncio.Task | None = None
 
     async def _start(self) -> None:
         # The default prefix matters: channels-redis reads all of a process's channels
@@ -78,15 +87,20 @@ class Hub:
             self.unsubscribe(group, connection)
 
     async def subscribe(self, group: str, connection) -> None:
-        """Deliver the group's events to `connection`; returns once the layer will route them here."""
+        """Deliver the group's events to `connection`; returns once the layer will
+        route them here, or at once while the layer is down (recovery joins the
+        group later, and the streams then re-read the log)."""
         self._groups.setdefault(group, set()).add(connection)
         connection.groups.add(group)
-        if group in self._joined:
+        if group in self._joined or self.layer_down:
             return
-        async with self._group_lock:
-            if group not in self._joined:
-                await self.layer.group_add(group, self.channel)
-                self._joined.add(group)
+        try:
+            async with self._group_lock:
+                if group not in self._joined and group in self._groups:
+                    await self.layer.group_add(group, self.channel)
+                    self._joined.add(group)
+        except Exception as error:
+            self.layer_failed(f"joining {group}", error)
 
     def unsubscribe(self, group: str, connection) -> None:
         connection.groups.discard(group)
@@ -102,30 +116,34 @@ class Hub:
         async with self._group_lock:
             if group in self._joined and not self._groups.get(group):
                 self._joined.discard(group)
-                await self.layer.group_discard(group, self.channel)
+                try:
+                    await self.layer.group_discard(group, self.channel)
+                except Exception as error:  # the membership expires in Redis by itself
+                    self.layer_failed(f"leaving {group}", error)
 
     async def rejoin_all(self) -> None:
-        """Join every group again (channels-redis expires group membership)."""
+        """Join every group a local connection follows, again (channels-redis
+        expires group membership, and a restarted Redis has forgotten it)."""
         async with self._group_lock:
-            for group in list(self._joined):
+            for group in list(self._groups):
                 await self.layer.group_add(group, self.channel)
+                self._joined.add(group)
 
     # Receiving
 
     async def _receive_loop(self) -> None:
-        backoff = 0.1
+        backoff = RETRY_INITIAL_SECONDS
         while True:
             try:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("channel layer receive failed; retrying in %.1fs", backoff)
+            except Exception as error:
+                self.layer_failed("receiving", error)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                await self._recover()
+                backoff = min(backoff * 2, RETRY_MAX_SECONDS)
                 continue
-            backoff = 0.1
+            backoff = RETRY_INITIAL_SECONDS
             await self.dispatch(message)
 
     async def dispatch(self, message: dict) -> None:
@@ -136,12 +154,27 @@ class Hub:
                 logger.exception("delivering %s to device %s failed", message.get("kind"), connection.device_id)
                 self.spawn(connection.close(close_codes.INTERNAL_ERROR, "internal error"))
 
+    def layer_failed(self, doing: str, error: Exception) -> None:
+        """Note a layer failure and make sure recovery is running. One line per
+        outage, not a traceback per connection: the cause is the same."""
+        if not self.layer_down:
+            logger.warning("channel layer failed while %s (%s); live delivery paused, retrying", doing, error)
+        self.layer_down = True
+        if self._recovery is None or self._recovery.done():
+            self._recovery = self.spawn(self._recover())
+
     async def _recover(self) -> None:
-        """After a layer outage: join the groups again and let every stream re-read the log."""
-        try:
-            await self.rejoin_all()
-        except Exception:
-            logger.exception("re-joining groups failed")
-            return
+        """Until the layer answers: join every wanted group again, then let every
+        stream re-read the log for what was published while the layer was down."""
+        backoff = RETRY_INITIAL_SECONDS
+        while True:
+            await asyncio.sleep(backoff)
+            try:
+                await self.rejoin_all()
+                break
+            except Exception:
+                backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+        self.layer_down = False
+        logger.warning("channel layer is back; %d groups joined, streams refilling", len(self._joined))
         for connection in list(self.connections):
             connection.refill_all()
