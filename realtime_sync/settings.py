@@ -2,52 +2,70 @@
 
 Every value that differs between a laptop and production comes from an environment
 variable, so the same code runs everywhere (twelve-factor). With nothing set, the
-service runs on embedded defaults: a SQLite file and the in-memory channel layer,
-so a fresh machine needs neither PostgreSQL nor Redis.
+service runs on embedded defaults: a SQLite file, the in-memory channel layer and a
+local-memory cache, so a fresh machine needs neither PostgreSQL nor Redis.
 
-Environment:
-    DEBUG            "1"/"true" for development. Default: off.
-    SECRET_KEY       required unless DEBUG is on.
-    ALLOWED_HOSTS    comma separated. Default with DEBUG: localhost, 127.0.0.1, [::1].
-    DATABASE_URL     e.g. postgres://user@127.0.0.1:5432/realtime. Default: SQLite file db.sqlite3.
-    DB_POOL_MIN_SIZE, DB_POOL_MAX_SIZE   psycopg pool bounds for PostgreSQL (2, 20).
-    REDIS_URL        e.g. redis://127.0.0.1:6379/0. Default: in-memory channel layer
-                     (one process only).
-    SECURE_SSL_REDIRECT, SECURE_HSTS_SECONDS   production HTTPS settings (on, one year).
+Each variable is read once, below, through `env` (django-environ) with its type and
+default. The variables, their defaults and meanings are listed in the README's
+"Configuration" table; tests/test_config_readme.py keeps that table and this module
+in step.
 """
 
-import os
 from pathlib import Path
 
 import dj_database_url
+import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+class Env(environ.Env):
+    """django-environ's typed reads, with this service's reading of a value:
+
+    * a value is taken as it is: "$NAME" is not a reference to another variable
+      (a generated SECRET_KEY may well start with "$");
+    * a switch is on for 1, true, yes or on (any case, spaces around) and off for
+      anything else; a list is comma separated, each item stripped, blanks dropped;
+      for both, an empty value means unset, so the default applies;
+    * any other empty value is the empty string: REDIS_URL="" means no Redis;
+    * numbers are Python's int() and float() of the value.
+
+    Each read below names its type and default; there is no schema or prefix.
+    """
+
+    BOOLEAN_TRUE_STRINGS = ("1", "true", "yes", "on")
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        value = self.ENVIRON.get(var)
+        if value is None or (value == "" and cast in (bool, list)):
+            if default is self.NOTSET:
+                raise ImproperlyConfigured(f"Set the {var} environment variable")
+            return self.parse_value(default, cast) if parse_default else default
+        return self.parse_value(value, cast)
+
+    @classmethod
+    def parse_value(cls, value, cast):
+        if cast is bool:
+            return value.strip().lower() in cls.BOOLEAN_TRUE_STRINGS
+        if cast is list:
+            return [item.strip() for item in value.split(",") if item.strip()]
+        if cast is float:
+            return float(value)
+        return super().parse_value(value, cast)
 
 
-def env_list(name: str, default: list[str]) -> list[str]:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
+env = Env()
 
+DEBUG = env.bool("DEBUG", default=False)
 
-DEBUG = env_bool("DEBUG", False)
-
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
+SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
 INSTALLED_APPS = [
     "daphne",
@@ -61,6 +79,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "devices",
     "conversations",
     "presence",
@@ -106,7 +125,7 @@ def database_from_env() -> dict:
     PostgreSQL goes through psycopg 3 with its connection pool (Django >= 5.1);
     the pool replaces persistent connections, so CONN_MAX_AGE stays 0.
     """
-    url = os.environ.get("DATABASE_URL")
+    url = env.str("DATABASE_URL", default="")
     if not url:
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
     config = dj_database_url.parse(url, conn_max_age=0)
@@ -115,17 +134,17 @@ def database_from_env() -> dict:
         # checkout, so none that died with a PostgreSQL restart is handed out.
         config["CONN_HEALTH_CHECKS"] = True
         config.setdefault("OPTIONS", {})["pool"] = {
-            "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "2")),
-            "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "20")),
-            "timeout": float(os.environ.get("DB_POOL_TIMEOUT", "10")),
+            "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
+            "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
+            "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
         }
     return config
 
 
 DATABASES = {"default": database_from_env()}
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
-REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
 
 
 def redis_host_from_env() -> dict | None:
@@ -140,9 +159,9 @@ def redis_host_from_env() -> dict | None:
     if REDIS_SENTINELS:
         return {
             "sentinels": [(host, int(port)) for host, _, port in (s.rpartition(":") for s in REDIS_SENTINELS)],
-            "master_name": os.environ.get("REDIS_SENTINEL_MASTER", "mymaster"),
+            "master_name": env.str("REDIS_SENTINEL_MASTER", default="mymaster"),
             "sentinel_kwargs": {"socket_timeout": 5},
-            "db": int(os.environ.get("REDIS_DB", "0")),
+            "db": env.int("REDIS_DB", default=0),
             **timeouts,
         }
     if REDIS_URL:
@@ -158,13 +177,29 @@ if REDIS_HOST:
             "CONFIG": {
                 "hosts": [REDIS_HOST],
                 # One channel per server process carries all its events: room for bursts.
-                "capacity": int(os.environ.get("CHANNEL_LAYER_CAPACITY", "10000")),
+                "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=10000),
                 "expiry": 60,
             },
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# The default cache holds the login throttle's counts. With REDIS_URL it is that Redis,
+# shared by every process and kept across restarts; otherwise each process's memory.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Keys "cache:<version>:<key>", apart from channels-redis's "asgi..." keys.
+            # cache.clear() empties the whole Redis database, the channel layer's
+            # keys included: delete keys by name instead.
+            "KEY_PREFIX": "cache",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -219,6 +254,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from this project's static files, pinned in requirements.txt: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # Limits of the messaging model (documented in docs/protocol.md and the README).
@@ -230,41 +268,41 @@ PAGE_SIZE_MAX = 200
 
 # Production hardening; `manage.py check --deploy` is clean with DEBUG off.
 if not DEBUG:
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
-    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+    CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
 # The WebSocket gateway (documented in docs/protocol.md; the hello frame announces them).
-WS_HEARTBEAT_INTERVAL = float(os.environ.get("WS_HEARTBEAT_INTERVAL", "25"))
-WS_HEARTBEAT_TIMEOUT = float(os.environ.get("WS_HEARTBEAT_TIMEOUT", "60"))
-WS_MAX_FRAME_BYTES = int(os.environ.get("WS_MAX_FRAME_BYTES", "65536"))
-WS_SHUTDOWN_GRACE_SECONDS = float(os.environ.get("WS_SHUTDOWN_GRACE_SECONDS", "10"))
+WS_HEARTBEAT_INTERVAL = env.float("WS_HEARTBEAT_INTERVAL", default=25.0)
+WS_HEARTBEAT_TIMEOUT = env.float("WS_HEARTBEAT_TIMEOUT", default=60.0)
+WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=65536)
+WS_SHUTDOWN_GRACE_SECONDS = env.float("WS_SHUTDOWN_GRACE_SECONDS", default=10.0)
 # Past this many missed changes a conversation is answered with "reset" (reload it over REST).
-SYNC_MAX_CHANGES = int(os.environ.get("SYNC_MAX_CHANGES", "500"))
+SYNC_MAX_CHANGES = env.int("SYNC_MAX_CHANGES", default=500)
 # How long a stream waits for a missing seq to arrive live before reading it from the log.
-WS_GAP_GRACE_SECONDS = float(os.environ.get("WS_GAP_GRACE_SECONDS", "0.1"))
+WS_GAP_GRACE_SECONDS = env.float("WS_GAP_GRACE_SECONDS", default=0.1)
 # How often each server checks its streams against the log, to catch a dropped live event.
-WS_RECONCILE_SECONDS = float(os.environ.get("WS_RECONCILE_SECONDS", "5"))
+WS_RECONCILE_SECONDS = env.float("WS_RECONCILE_SECONDS", default=5.0)
 # Conversation events held for a connection that has not sent its first sync yet.
 WS_MAX_HELD_EVENTS = 1000
 
 # Presence, typing and receipts (documented in docs/protocol.md).
 # A device whose server stops refreshing it (the process died) is offline after PRESENCE_TIMEOUT.
-PRESENCE_TIMEOUT = float(os.environ.get("PRESENCE_TIMEOUT", "45"))
-PRESENCE_REFRESH_SECONDS = float(os.environ.get("PRESENCE_REFRESH_SECONDS", "15"))
+PRESENCE_TIMEOUT = env.float("PRESENCE_TIMEOUT", default=45.0)
+PRESENCE_REFRESH_SECONDS = env.float("PRESENCE_REFRESH_SECONDS", default=15.0)
 # At most one presence broadcast per user, and one receipts broadcast per conversation, per window.
-PRESENCE_COALESCE_SECONDS = float(os.environ.get("PRESENCE_COALESCE_SECONDS", "1.0"))
-RECEIPT_COALESCE_SECONDS = float(os.environ.get("RECEIPT_COALESCE_SECONDS", "0.5"))
-TYPING_TIMEOUT = float(os.environ.get("TYPING_TIMEOUT", "6"))
+PRESENCE_COALESCE_SECONDS = env.float("PRESENCE_COALESCE_SECONDS", default=1.0)
+RECEIPT_COALESCE_SECONDS = env.float("RECEIPT_COALESCE_SECONDS", default=0.5)
+TYPING_TIMEOUT = env.float("TYPING_TIMEOUT", default=6.0)
