@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import F, OuterRef, Prefetch, Subquery
+from django.db.models import F, OuterRef, Prefetch, Q, Subquery
 
 from core.errors import NotFound
 
@@ -116,3 +116,17 @@ def changes_between(conversation_id: int, after: int, *, until: int | None = Non
     if until is not None:
         changes = changes.filter(seq__lte=until)
     return list(changes.order_by("seq")[:limit])
+
+
+def changes_in_ranges(ranges: dict[int, tuple[int, int]]) -> dict[int, list[Change]]:
+    """For each conversation id -> (after, up_to): its changes with after < seq <=
+    up_to, ascending; in one query for all of them."""
+    if not ranges:
+        return {}
+    wanted = Q()
+    for conversation_id, (after, up_to) in ranges.items():
+        wanted |= Q(conversation_id=conversation_id, seq__gt=after, seq__lte=up_to)
+    found: dict[int, list[Change]] = {}
+    for change in Change.objects.filter(wanted).order_by("conversation_id", "seq"):
+        found.setdefault(change.conversation_id, []).append(change)
+    return found

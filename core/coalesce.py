@@ -56,6 +56,33 @@ class Coalescer:
             logger.exception("flushing %r failed", key)
 
 
+class BatchCoalescer(Coalescer):
+    """One window for all keys: every key updated within it is flushed together,
+    as one batch, by `flush(batch)` (a dict key -> merged value).
+
+    A storm (a thousand devices coming online within a second) then costs one
+    flush, which can read its state in one query and send one message per
+    audience, instead of one per key. A key still flushes at most once per window.
+    """
+
+    def _add(self, key, value) -> None:
+        first = not self._pending
+        self._pending[key] = self.merge(self._pending[key], value) if key in self._pending else value
+        if first:
+            asyncio.get_running_loop().call_later(self.window(), self._due_all)
+
+    def _due_all(self) -> None:
+        batch, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self.flush(batch))
+        task.add_done_callback(_log_failure)
+
+    def _flush_now(self, key, value) -> None:
+        try:
+            async_to_sync(self.flush)({key: value})
+        except Exception:
+            logger.exception("flushing %r failed", key)
+
+
 def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("coalesced flush failed", exc_info=task.exception())

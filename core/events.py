@@ -7,6 +7,7 @@ seq) so a device can tell a gap and ask for it.
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -25,6 +26,26 @@ def user_group(user_id: int) -> str:
 
 def device_group(device_id: int) -> str:
     return f"device.{device_id}"
+
+
+def presence_group(user_id: int) -> str:
+    """The connections that asked for a user's presence (`presence.subscribe`)."""
+    return f"presence.{user_id}"
+
+
+# The `kind` of a layer message that carries several events for one group.
+BATCH_KIND = "batch"
+
+
+def batch_layer_message(group: str, events: list["Event"]) -> dict:
+    """One channel-layer message carrying several events for one group: a burst
+    costs the layer (and each process's hub) one message, not one per event."""
+    return {
+        "type": LAYER_MESSAGE_TYPE,
+        "group": group,
+        "kind": BATCH_KIND,
+        "events": [event.layer_message(group) for event in events],
+    }
 
 
 def dumps(data) -> str:
@@ -50,6 +71,11 @@ class Event:
         return frame
 
     def text(self) -> str:
+        return self._text
+
+    @cached_property
+    def _text(self) -> str:
+        """Encoded once per event, however many groups and batches carry it."""
         return dumps(self.frame())
 
     def layer_message(self, group: str, text: str | None = None) -> dict:

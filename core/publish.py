@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from . import server_loop
-from .events import Event
+from .events import Event, batch_layer_message
 
 logger = logging.getLogger(__name__)
 
@@ -71,5 +71,23 @@ async def send_async(event: Event, groups: list[str]) -> None:
                 type(error).__name__,
                 error,
                 len(groups) - index,
+            )
+            return
+
+
+async def send_batches_async(events_by_group: dict[str, list[Event]]) -> None:
+    """Send each group its events in one layer message (see `batch_layer_message`)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for index, (group, events) in enumerate(events_by_group.items()):
+        try:
+            await layer.group_send(group, batch_layer_message(group, events))
+        except Exception as error:  # state, not log: the next change or a snapshot brings it back
+            logger.warning(
+                "publishing a batch failed (%s: %s); not sent to %d group(s)",
+                type(error).__name__,
+                error,
+                len(events_by_group) - index,
             )
             return

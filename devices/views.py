@@ -9,7 +9,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from core.openapi import error_responses
@@ -17,13 +16,14 @@ from core.openapi import error_responses
 from . import selectors, services
 from .authentication import request_device
 from .serializers import DeviceSerializer, LoginResultSerializer, LoginSerializer
+from .throttles import LoginRateThrottle
 
 
 class LoginView(APIView):
     # No authentication: a stale token or session must not stop anyone logging in.
     authentication_classes = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [LoginRateThrottle]
     throttle_scope = "login"
 
     @extend_schema(

@@ -16,11 +16,13 @@ import uuid
 from django.conf import settings
 
 from conversations.models import Change
-from core.events import conversation_group, user_group
+from core.events import BATCH_KIND, conversation_group, presence_group, user_group
 
 from . import close_codes
 from .stream import ConversationStream
 from .typing import Typing
+
+PRESENCE_GROUP_PREFIX = presence_group(0).removesuffix("0")
 
 # Log events that bring a conversation to a user who is not following it yet.
 JOINING_KINDS = {Change.Kind.CONVERSATION_CREATED, Change.Kind.MEMBER_ADDED}
@@ -66,16 +68,20 @@ class DeviceConnection:
 
     # Following conversations
 
-    async def track(self, conversation_id: int, cursor: int, *, until: int | None = None) -> ConversationStream:
+    async def track(
+        self, conversation_id: int, cursor: int, *, until: int | None = None, start: bool = True
+    ) -> ConversationStream:
         """Follow a conversation from `cursor`: subscribe first, then read the log,
-        so a change committed in between is read rather than missed."""
+        so a change committed in between is read rather than missed. With
+        start=False the caller starts the stream (after its own read of the log)."""
         old = self.streams.pop(conversation_id, None)
         if old is not None:
             old.stop()
         stream = self.streams[conversation_id] = ConversationStream(self, conversation_id, cursor, until=until)
         if until is None:
             await self.hub.subscribe(conversation_group(conversation_id), self)
-        stream.start()
+        if start:
+            stream.start()
         return stream
 
     def untrack(self, conversation_id: int) -> None:
@@ -88,12 +94,27 @@ class DeviceConnection:
         for stream in self.streams.values():
             stream.refill()
 
+    # Following users' presence
+
+    async def follow_presence(self, user_ids) -> None:
+        """Receive the presence of exactly these users from now on (`presence.subscribe`)."""
+        wanted = {presence_group(user_id) for user_id in user_ids}
+        followed = {group for group in self.groups if group.startswith(PRESENCE_GROUP_PREFIX)}
+        for group in followed - wanted:
+            self.hub.unsubscribe(group, self)
+        for group in sorted(wanted - followed):
+            await self.hub.subscribe(group, self)
+
     # Events from the hub
 
     async def deliver(self, message: dict) -> None:
         if self.closed:
             return
         kind = message["kind"]
+        if kind == BATCH_KIND:
+            for event in message["events"]:
+                await self.deliver(event)
+            return
         if kind == "device.revoked":
             await self.close(close_codes.DEVICE_REVOKED, "device revoked")
             return

@@ -41,6 +41,15 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if hub.draining:
             await self.close(code=close_codes.GOING_AWAY, reason="server shutting down; reconnect")
             return
+        if hub.admission.full():
+            overloaded = frames.Overloaded(retry_after=hub.admission.retry_after())
+            await self.send(text_data=frames.error(None, overloaded))
+            await self.close(code=close_codes.GOING_AWAY, reason="overloaded; retry later")
+            return
+        with hub.admission.admitted():
+            await self._set_up(hub)
+
+    async def _set_up(self, hub) -> None:
         try:
             device = await identify(self.scope)
         except Refused as refused:

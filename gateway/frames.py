@@ -35,6 +35,13 @@ class ShuttingDown(ServiceError):
     default_message = "The server is shutting down; reconnect and retry."
 
 
+class Overloaded(ServiceError):
+    """A new connection turned away by admission control (then closed with 4503)."""
+
+    code = "overloaded"
+    default_message = "The server is busy; reconnect after details.retry_after seconds."
+
+
 class InternalError(ServiceError):
     code = "internal_error"
     default_message = "The server failed to handle this request."

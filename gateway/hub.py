@@ -23,6 +23,7 @@ from core import server_loop
 from core.events import device_group, user_group
 
 from . import close_codes, drain, upkeep
+from .admission import Admission
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Hub:
         self.connections: set = set()
         self.draining = False
         self.layer_down = False  # the layer failed; recovery is retrying it
+        self.admission = Admission()
         self._groups: dict[str, set] = {}  # group -> local connections following it
         self._joined: set[str] = set()  # groups the hub's channel is in
         self._group_lock = asyncio.Lock()

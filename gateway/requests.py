@@ -15,16 +15,20 @@ from django.utils import timezone
 from conversations import services as conversation_services
 from conversations.changelog import change_event
 from conversations.payloads import message_payload
-from conversations.selectors import changes_after
+from conversations.selectors import changes_after, changes_in_ranges
 from conversations.validation import clean_non_negative_int, is_id
 from core.db import on_db_pool
 from core.errors import InvalidInput, NotFound
 from delivery import services as delivery_services
 from delivery.sync import plan_sync
 from presence import live as presence
+from presence.selectors import visible_presences
 from presence.services import clean_status
 
 from . import frames
+
+# Conversations whose log one query of a sync reads.
+SYNC_READ_BATCH = 100
 
 
 def conversation_id_of(frame) -> int:
@@ -120,14 +124,28 @@ async def sync(connection, frame):
     catch-up arrive exactly once. The `ok` reply comes after the catch-up frames.
     """
     cursors = _cursors_of(frame)
+    with connection.hub.admission.admitted():
+        return await _sync(connection, cursors)
+
+
+async def _sync(connection, cursors: dict[int, int]) -> dict:
     plan = await on_db_pool(plan_sync)(connection.user_id, cursors, settings.SYNC_MAX_CHANGES)
     streams = []
     for resume in plan.resumes:
         if resume.reset:
             await connection.send_text(frames.reset(resume.conversation_id, resume.last_seq, resume.reset))
-        streams.append(await connection.track(resume.conversation_id, resume.cursor, until=resume.until))
+        stream = await connection.track(resume.conversation_id, resume.cursor, until=resume.until, start=False)
+        streams.append(stream)
     for conversation_id in set(connection.streams) - {r.conversation_id for r in plan.resumes}:
         connection.untrack(conversation_id)
+    # Every stream is subscribed: one read of the log per batch of conversations
+    # now misses nothing, since whatever commits after it arrives live.
+    for start in range(0, len(streams), SYNC_READ_BATCH):
+        batch = streams[start : start + SYNC_READ_BATCH]
+        ranges = {stream.conversation_id: stream.first_read() for stream in batch}
+        changes = await on_db_pool(changes_in_ranges)(ranges)
+        for stream in batch:
+            stream.start(changes.get(stream.conversation_id, []))
     await connection.release_held()
     await asyncio.gather(*(stream.wait() for stream in streams))
     return {
@@ -157,6 +175,21 @@ async def set_presence(connection, frame):
     return {"status": status}
 
 
+async def subscribe_presence(connection, frame):
+    """Follow the presence of the users a client shows on screen, whatever the
+    size of the conversations shared with them; replaces the previous list.
+    Users the device may not see are left out of the answer, as unknown ones."""
+    user_ids = frame.get("user_ids")
+    limit = settings.PRESENCE_SUBSCRIBE_MAX
+    if not isinstance(user_ids, list) or not all(is_id(u) for u in user_ids):
+        raise InvalidInput("user_ids must be a list of user ids.", field="user_ids")
+    if len(set(user_ids)) > limit:
+        raise InvalidInput(f"At most {limit} users can be followed at once.", field="user_ids")
+    visible = await on_db_pool(visible_presences)(connection.device.user, user_ids)
+    await connection.follow_presence([p["user_id"] for p in visible])
+    return {"presence": visible}
+
+
 async def typing(connection, frame):
     """Typing in a conversation this device follows (after sync); never stored."""
     conversation_id = conversation_id_of(frame)
@@ -182,5 +215,6 @@ HANDLERS = {
     "read": read,
     "delivered": delivered,
     "presence": set_presence,
+    "presence.subscribe": subscribe_presence,
     "typing": typing,
 }

@@ -74,10 +74,16 @@ class ConversationStream:
             self._gap_timer.cancel()
             self._gap_timer = None
 
-    def start(self) -> asyncio.Task:
-        """Go live: read the log after the cursor, then follow live events."""
+    def start(self, prefetched: list | None = None) -> asyncio.Task:
+        """Go live: read the log after the cursor, then follow live events.
+
+        `prefetched` is that first read, already made (sync reads the log of
+        all its conversations in one query, after subscribing to them all)."""
         self.live = True
-        return self.refill()
+        self._cancel_gap_timer()
+        if self._refill is None:
+            self._refill = asyncio.get_running_loop().create_task(self._run_refill(prefetched))
+        return self._refill
 
     def refill(self) -> asyncio.Task:
         """Read the log after the cursor (unless a refill is already running)."""
@@ -85,6 +91,11 @@ class ConversationStream:
         if self._refill is None:
             self._refill = asyncio.get_running_loop().create_task(self._run_refill())
         return self._refill
+
+    def first_read(self) -> tuple[int, int]:
+        """The range (after, up to) of the log a start reads in one go."""
+        up_to = self.cursor + REFILL_BATCH
+        return self.cursor, up_to if self.until is None else min(up_to, self.until)
 
     async def wait(self) -> None:
         """Until the running refill (if any) is over, however it ends."""
@@ -105,11 +116,16 @@ class ConversationStream:
         if removed_me or (self.until is not None and seq >= self.until):
             self.connection.untrack(self.conversation_id)
 
-    async def _run_refill(self) -> None:
+    async def _run_refill(self, prefetched: list | None = None) -> None:
         empty_reads = 0
         try:
             while not self.ended:
-                changes = await load_changes(self.conversation_id, self.cursor, until=self.until, limit=REFILL_BATCH)
+                if prefetched is not None:
+                    changes, prefetched = prefetched, None
+                else:
+                    changes = await load_changes(
+                        self.conversation_id, self.cursor, until=self.until, limit=REFILL_BATCH
+                    )
                 for change in changes:
                     if self.ended:
                         return

@@ -3,48 +3,56 @@ offline, the periodic refresh that keeps them alive, expiry of devices whose
 server died, and the coalesced broadcast of users' presence to their contacts.
 It knows devices and connection ids, not connections: the gateway calls it.
 
-A presence change goes to the groups of the user's conversations (and the
-user's own group), not to each contact's group: a user in one conversation of
-a hundred members costs one channel-layer message, not a hundred, so a hundred
-devices coming online cost a hundred messages, not ten thousand. A contact
-who shares several conversations gets the event once: it carries an id, and
-each connection drops an id it has already delivered."""
+A presence change goes to the groups of the user's small conversations (up to
+PRESENCE_LIVE_MAX_MEMBERS members), to the connections that subscribed to the
+user, and to the user's own group, not to each contact's group: a user in one
+conversation of fifty members costs one channel-layer message, not fifty. A
+contact who shares several conversations gets the event once: it carries an
+id, and each connection drops an id it has already delivered."""
 
 import logging
 import uuid
+from collections import defaultdict
 
 from django.conf import settings
 
-from conversations.models import Membership
-from core.coalesce import Coalescer
+from core.coalesce import BatchCoalescer
 from core.db import on_db_pool
-from core.events import Event, conversation_group, user_group
-from core.publish import send_async
+from core.events import Event, conversation_group, presence_group, user_group
+from core.publish import send_batches_async
 
 from . import services
-from .models import UserPresence
-from .selectors import presence_payload
+from .selectors import live_presence_routes
 
 logger = logging.getLogger(__name__)
 
 
 @on_db_pool
-def _snapshot(user_id: int):
-    presence = UserPresence.objects.filter(user_id=user_id).first()
-    conversations = Membership.objects.active().filter(user_id=user_id).values_list("conversation_id", flat=True)
-    return presence_payload(user_id, presence), list(conversations)
+def _routes(user_ids):
+    return live_presence_routes(user_ids, settings.PRESENCE_LIVE_MAX_MEMBERS)
 
 
-async def _broadcast(user_id: int, _value) -> None:
-    """Send the user's presence as stored now. A flap inside one window sends one
-    event with where it ended, even if that is where it started: with several
-    processes, only the database knows what contacts last heard."""
-    payload, conversations = await _snapshot(user_id)
-    event = Event(kind="presence.updated", payload=payload, meta={"event_id": uuid.uuid4().hex})
-    await send_async(event, [user_group(user_id), *(conversation_group(c) for c in conversations)])
+async def _broadcast(batch: dict) -> None:
+    """Send the presence, as stored now, of every user announced in one window.
+
+    A flap inside the window sends one event with where it ended, even if that
+    is where it started: with several processes, only the database knows what
+    contacts last heard. Each event goes to the user's own devices, to the
+    connections subscribed to the user, and to the user's conversations small
+    enough for live presence; each group gets the window's events in one layer
+    message, so a storm of N users coming online in one conversation costs it
+    one message, not N."""
+    payloads, conversations = await _routes(list(batch))
+    events_by_group: dict[str, list[Event]] = defaultdict(list)
+    for user_id, payload in payloads.items():
+        event = Event(kind="presence.updated", payload=payload, meta={"event_id": uuid.uuid4().hex})
+        groups = [user_group(user_id), presence_group(user_id), *map(conversation_group, conversations[user_id])]
+        for group in groups:
+            events_by_group[group].append(event)
+    await send_batches_async(events_by_group)
 
 
-changes = Coalescer(lambda: settings.PRESENCE_COALESCE_SECONDS, _broadcast)
+changes = BatchCoalescer(lambda: settings.PRESENCE_COALESCE_SECONDS, _broadcast)
 
 
 def announce(user_id: int) -> None:

@@ -154,8 +154,9 @@ def redis_host_from_env() -> dict | None:
     the current master of REDIS_SENTINEL_MASTER and follows it when it fails over.
     """
     # redis-py 8 reads with a 5 s socket timeout by default, which cuts off
-    # channels-redis's 5 s blocking pops (channels_redis#422): allow longer.
-    timeouts = {"socket_timeout": 15}
+    # channels-redis's 5 s blocking pops (channels_redis#422): allow longer. A
+    # Redis that does not answer a connect at all (a host gone) fails in 2 s.
+    timeouts = {"socket_timeout": 15, "socket_connect_timeout": 2}
     if REDIS_SENTINELS:
         return {
             "sentinels": [(host, int(port)) for host, _, port in (s.rpartition(":") for s in REDIS_SENTINELS)],
@@ -173,12 +174,16 @@ REDIS_HOST = redis_host_from_env()
 if REDIS_HOST:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis with a bounded pool that waits when full (core/channel_layer.py).
+            "BACKEND": "core.channel_layer.BoundedRedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_HOST],
                 # One channel per server process carries all its events: room for bursts.
                 "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=10000),
                 "expiry": 60,
+                # Redis connections per process, and how long a caller waits for one.
+                "pool_max_connections": env.int("REDIS_POOL_MAX_CONNECTIONS", default=50),
+                "pool_timeout": env.float("REDIS_POOL_TIMEOUT", default=5.0),
             },
         }
     }
@@ -306,3 +311,13 @@ PRESENCE_REFRESH_SECONDS = env.float("PRESENCE_REFRESH_SECONDS", default=15.0)
 PRESENCE_COALESCE_SECONDS = env.float("PRESENCE_COALESCE_SECONDS", default=1.0)
 RECEIPT_COALESCE_SECONDS = env.float("RECEIPT_COALESCE_SECONDS", default=0.5)
 TYPING_TIMEOUT = env.float("TYPING_TIMEOUT", default=6.0)
+
+# Storms (documented in docs/protocol.md).
+# Handshakes and syncs a process sets up at once; past it a new connection gets
+# an `overloaded` error with a retry hint (1-2 x WS_OVERLOAD_RETRY_SECONDS) and 4503.
+WS_MAX_CONNECTING = env.int("WS_MAX_CONNECTING", default=100)
+WS_OVERLOAD_RETRY_SECONDS = env.float("WS_OVERLOAD_RETRY_SECONDS", default=1.0)
+# Presence goes live through conversations of at most this many members; beyond
+# that, only to the connections that subscribed to the user (presence.subscribe).
+PRESENCE_LIVE_MAX_MEMBERS = env.int("PRESENCE_LIVE_MAX_MEMBERS", default=50)
+PRESENCE_SUBSCRIBE_MAX = env.int("PRESENCE_SUBSCRIBE_MAX", default=500)

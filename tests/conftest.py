@@ -25,7 +25,7 @@ def _uses_postgres() -> bool:
 
 
 def _uses_redis() -> bool:
-    return settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
+    return settings.REDIS_HOST is not None
 
 
 SERVICE_CHECKS = {

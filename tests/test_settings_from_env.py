@@ -59,7 +59,7 @@ def test_services_are_chosen_by_url():
     assert settings["name"] == "chat"
     assert settings["pool"]["max_size"] == 7
     assert settings["health_checks"] is True
-    assert settings["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert settings["layer"] == "core.channel_layer.BoundedRedisChannelLayer"
     assert settings["hosts"] == ["chat.example.com", "api.example.com"]
     assert settings["debug"] is False
     assert settings["cache"] == {

@@ -79,6 +79,22 @@ def test_login_is_throttled(make_user):
     assert Device.objects.count() == 0
 
 
+def test_login_works_while_the_throttles_cache_is_unreachable(make_user, settings, caplog):
+    """A Redis outage lets logins through (unthrottled) rather than failing them."""
+    make_user("alice")
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+            "OPTIONS": {"socket_connect_timeout": 0.5},
+        }
+    }
+    response = login(APIClient(), username="alice", password=PASSWORD, device_name="x")
+
+    assert response.status_code == 201, response.content
+    assert "login throttle not applied" in caplog.text
+
+
 def test_requests_without_credentials_are_401_with_bearer_challenge():
     response = APIClient().get("/api/v1/conversations")
 

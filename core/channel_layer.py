@@ -1,0 +1,35 @@
+"""channels-redis with a bounded connection pool that waits instead of failing.
+
+redis-py's default pool raises `MaxConnectionsError` the moment all of its
+connections are taken, so a burst (a reconnect storm joining thousands of
+groups, a flood of publishes) turns into errors. Here each process's pool is
+`BlockingConnectionPool`: at most `pool_max_connections` connections, and a
+caller that finds them all busy waits up to `pool_timeout` seconds for one.
+The same holds for Redis reached through Sentinel.
+"""
+
+from channels_redis.core import RedisChannelLayer
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The master behind Sentinel, through a pool that waits when it is full:
+    SentinelConnectionPool finds the master, BlockingConnectionPool hands out
+    (and waits for) its connections."""
+
+
+class BoundedRedisChannelLayer(RedisChannelLayer):
+    def __init__(self, *args, pool_max_connections: int = 50, pool_timeout: float = 5.0, **kwargs):
+        self.pool_max_connections = pool_max_connections
+        self.pool_timeout = pool_timeout
+        super().__init__(*args, **kwargs)
+
+    def create_pool(self, index):
+        host = dict(self.hosts[index])
+        bounds = {"max_connections": self.pool_max_connections, "timeout": self.pool_timeout}
+        if "address" in host:
+            return BlockingConnectionPool.from_url(host.pop("address"), **bounds, **host)
+        master_name = host.pop("master_name")
+        sentinel = Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
+        return BlockingSentinelConnectionPool(master_name, sentinel, **bounds, **host)

@@ -1,0 +1,44 @@
+"""The channel layer's Redis pool is bounded and waits when it is full."""
+
+import asyncio
+
+import pytest
+from django.conf import settings
+from redis.asyncio import BlockingConnectionPool
+from redis.exceptions import ConnectionError
+
+from core.channel_layer import BoundedRedisChannelLayer
+
+pytestmark = pytest.mark.redis
+
+
+def layer(**bounds) -> BoundedRedisChannelLayer:
+    return BoundedRedisChannelLayer(hosts=[{"address": settings.REDIS_URL}], prefix="pooltest", **bounds)
+
+
+async def test_many_callers_share_a_small_pool_by_waiting():
+    bounded = layer(pool_max_connections=2, pool_timeout=10)
+    channel = await bounded.new_channel()
+    groups = [f"crowd{i}" for i in range(100)]
+    await asyncio.gather(*(bounded.group_add(group, channel) for group in groups))
+    await asyncio.gather(*(bounded.group_send(group, {"type": "hello", "n": n}) for n, group in enumerate(groups)))
+    received = [await asyncio.wait_for(bounded.receive(channel), 10) for _ in groups]
+    pool = bounded.connection(0).connection_pool
+    assert isinstance(pool, BlockingConnectionPool) and pool.max_connections == 2
+    assert sorted(message["n"] for message in received) == list(range(100))
+    await asyncio.gather(*(bounded.group_discard(group, channel) for group in groups))
+    await bounded.flush()
+
+
+async def test_a_caller_that_waits_too_long_gets_a_connection_error():
+    bounded = layer(pool_max_connections=1, pool_timeout=0.2)
+    pool = bounded.connection(0).connection_pool
+    held = await pool.get_connection()
+    try:
+        with pytest.raises(ConnectionError, match="No connection available"):
+            await bounded.group_add("waits", "pooltest.specific.x!y")
+    finally:
+        await pool.release(held)
+    await bounded.group_add("waits", "pooltest.specific.x!y")  # free again: it goes through
+    await bounded.group_discard("waits", "pooltest.specific.x!y")
+    await bounded.flush()
