@@ -88,7 +88,12 @@ def arguments():
     )
     p.add_argument("--senders", type=int, default=4, help="sender devices (of one extra user in every conversation)")
     p.add_argument("--behind", type=int, default=20, help="reconnect: messages each conversation gets while offline")
-    p.add_argument("--behind-window", type=int, default=64, help="reconnect: sends in flight while making the backlog")
+    p.add_argument(
+        "--behind-window",
+        type=int,
+        default=24,
+        help="reconnect: sends in flight while making the backlog (the server queues 8 per connection)",
+    )
     p.add_argument("--flow-rate", type=float, default=20.0, help="reconnect: messages/s during the storm")
     p.add_argument("--outage-rate", type=float, default=50.0, help="redis-outage: messages/s for the whole run")
     p.add_argument("--outage-seconds", type=float, default=10.0, help="redis-outage: how long Redis stays dead")
@@ -698,10 +703,22 @@ async def steady_flow(senders: list[Sender], conversations: list[int], rate: flo
     return {"sent": k, "rate": rate, "max_send_lag_ms": round(max_lag * 1000, 1)}
 
 
+def sender_errors(senders: list[Sender]) -> dict:
+    """Final errors by code over all senders, and how many sends were retried after rate_limited."""
+    out: dict = {}
+    for sender in senders:
+        for code, count in sender.errors.items():
+            out[code] = out.get(code, 0) + count
+    retried = sum(s.retries for s in senders)
+    if retried:
+        out["rate_limited_then_retried"] = retried
+    return out
+
+
 async def wait_acks(senders: list[Sender], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(s.pending for s in senders):
+        if not any(s.outstanding() for s in senders):
             return True
         await asyncio.sleep(0.05)
     return False
@@ -822,7 +839,7 @@ async def scenario_connect_reconnect(env: Environment, args) -> dict:
         backlog_meter = Meter(env).start()
         for r in range(args.behind):
             for j, conversation in enumerate(conversations):
-                while sum(len(s.pending) for s in senders) >= args.behind_window:
+                while sum(s.outstanding() for s in senders) >= args.behind_window:
                     await asyncio.sleep(0.002)
                     if time.monotonic() - backlog_started > args.storm_timeout:
                         raise RuntimeError("the backlog could not be sent in time")
@@ -831,7 +848,9 @@ async def scenario_connect_reconnect(env: Environment, args) -> dict:
         backlog_s = time.monotonic() - backlog_started
         backlog_cpu = backlog_meter.stop()
         targets = acked_last_seqs(senders, base)
-        backlog_errors = {k: v for s in senders for k, v in s.errors.items()}
+        backlog_errors = sender_errors(senders)
+        for sender in senders:  # the flow's errors are counted from here
+            sender.errors, sender.retries = {}, 0
         log(f"[reconnect] backlog sent in {backlog_s:.1f}s (all acknowledged: {acks_ok}); waiting for idle servers")
         settle_before = await settle(env, args.settle_timeout)
 
@@ -886,8 +905,8 @@ async def scenario_connect_reconnect(env: Environment, args) -> dict:
             "flow": {
                 **flow_result,
                 "ack_latency_during_storm": ack_latency(senders, since=flow_started),
-                "errors": {k: v for s in senders for k, v in s.errors.items()},
-                "unacked": sum(len(s.pending) for s in senders),
+                "errors": sender_errors(senders),
+                "unacked": sum(s.outstanding() for s in senders),
             },
             "drain": drained,
             "cpu_storm": cpu_storm,
@@ -936,7 +955,7 @@ async def scenario_outage(env: Environment, args) -> dict:
         back = time.monotonic()
         # Every message sent before Redis was back, once acknowledged, is what each device must have.
         acked_by = time.monotonic() + 30
-        while time.monotonic() < acked_by and any(sent < back for s in senders for _, sent in s.pending.values()):
+        while time.monotonic() < acked_by and any(entry[1] < back for s in senders for entry in s.pending.values()):
             await asyncio.sleep(0.02)
         targets_known = time.monotonic()
         targets = acked_last_seqs(senders, base, before=back)
@@ -982,8 +1001,8 @@ async def scenario_outage(env: Environment, args) -> dict:
                     **flow_result,
                     "ack_latency": ack_latency(senders, since=flow_started),
                     "ack_latency_during_outage": _ack_window(senders, killed, back),
-                    "errors": {k: v for s in senders for k, v in s.errors.items()},
-                    "unacked": sum(len(s.pending) for s in senders),
+                    "errors": sender_errors(senders),
+                    "unacked": sum(s.outstanding() for s in senders),
                 },
                 "drain": drained,
                 "cpu": cpu,

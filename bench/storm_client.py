@@ -30,6 +30,7 @@ PRESENCE_PREFIX = '{"type":"event","kind":"presence.updated"'
 STATE_PREFIXES = ('{"type":"event","kind":"receipts.updated"', '{"type":"event","kind":"typing"')
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 20.0
+MAX_SEND_ATTEMPTS = 30  # a send refused with rate_limited is tried again, at most this many times
 
 
 def backoff(attempt: int) -> float:
@@ -395,10 +396,17 @@ class Sender(Device):
 
     def __init__(self, index, token, port):
         super().__init__(index, token, port, [])
-        self.pending: dict[str, tuple] = {}  # ref -> (conversation, sent at)
-        self.acked: list[tuple] = []  # (conversation, seq, ack time monotonic, sent at)
-        self.errors: dict = {}
+        self.pending: dict[str, tuple] = {}  # ref -> (conversation, first sent at, frame, attempt)
+        self.acked: list[tuple] = []  # (conversation, seq, ack time monotonic, first sent at)
+        self.errors: dict = {}  # final errors by code (not retried)
+        self.retries = 0  # sends refused with rate_limited and sent again
         self.sent = 0
+        self._tasks: set = set()
+        self.resends_scheduled = 0
+
+    def outstanding(self) -> int:
+        """Sends not answered yet, those waiting to be sent again included."""
+        return len(self.pending) + self.resends_scheduled
 
     async def connect_sender(self, tally: Tally, deadline: float, timeout: float) -> bool:
         self.tally = tally
@@ -437,6 +445,13 @@ class Sender(Device):
                         self.acked.append(
                             (result.get("conversation_id"), result.get("seq"), time.monotonic(), entry[1])
                         )
+                    elif frame.get("code") == "rate_limited" and entry[3] < MAX_SEND_ATTEMPTS:
+                        # As the protocol asks: the same send (same client_msg_id) after the hint.
+                        hint = (frame.get("details") or {}).get("retry_after")
+                        wait = hint if isinstance(hint, (int, float)) else backoff(entry[3])
+                        self.retries += 1
+                        self.resends_scheduled += 1
+                        asyncio.get_running_loop().call_later(wait, self._resend, entry)
                     else:
                         self.errors[frame.get("code")] = self.errors.get(frame.get("code"), 0) + 1
         except websockets.ConnectionClosed:
@@ -447,18 +462,33 @@ class Sender(Device):
                 self.tally.server_closed.append((f"sender {self.index}", ws.close_code, time.monotonic()))
 
     async def send_message(self, conversation_id: int, tag: str) -> None:
-        ref = self.next_ref()
         self.sent += 1
-        self.pending[ref] = (conversation_id, time.monotonic())
+        self.refs += 1
         frame = {
             "type": "send",
-            "ref": ref,
             "conversation_id": conversation_id,
             "client_msg_id": f"storm-{tag}-{self.index}-{self.refs}",
             "body": f"{tag} {self.index}-{self.refs} {time.time_ns()}",
         }
+        await self._send((conversation_id, time.monotonic(), frame, 0))
+
+    def _resend(self, entry: tuple) -> None:
+        self.resends_scheduled -= 1
+        if not self.closing:
+            conversation_id, first, frame, attempt = entry
+            self._spawn(self._send((conversation_id, first, frame, attempt + 1)))
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, entry: tuple) -> None:
+        ref = self.next_ref()
+        self.pending[ref] = entry
+        entry[2]["ref"] = ref
         try:
-            await self.ws.send(json.dumps(frame))
+            await self.ws.send(json.dumps(entry[2]))
             self.last_sent = time.monotonic()
         except websockets.ConnectionClosed:
             self.errors["connection closed"] = self.errors.get("connection closed", 0) + 1
