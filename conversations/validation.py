@@ -5,9 +5,23 @@ from django.conf import settings
 from core.errors import InvalidInput
 
 
+def clean_text(value: str, field: str) -> str:
+    """Refuse what PostgreSQL text and UTF-8 cannot hold: NUL, and lone
+    surrogates (JSON can spell both, as \\u0000 and \\ud800), before the
+    database or an encoder meets them."""
+    if "\x00" in value:
+        raise InvalidInput(f"{field} must not contain NUL characters.", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field} must be valid Unicode (no lone surrogates).", field=field) from None
+    return value
+
+
 def clean_body(body) -> str:
     if not isinstance(body, str):
         raise InvalidInput("body must be a string.", field="body")
+    clean_text(body, "body")
     if not body.strip():
         raise InvalidInput("body must not be blank.", field="body")
     if len(body) > settings.MESSAGE_BODY_MAX_CHARS:
@@ -18,6 +32,7 @@ def clean_body(body) -> str:
 def clean_client_msg_id(client_msg_id) -> str:
     if not isinstance(client_msg_id, str) or not client_msg_id.strip():
         raise InvalidInput("client_msg_id must be a non-empty string.", field="client_msg_id")
+    clean_text(client_msg_id, "client_msg_id")
     if len(client_msg_id) > settings.CLIENT_MSG_ID_MAX_CHARS:
         raise InvalidInput(
             f"client_msg_id is longer than {settings.CLIENT_MSG_ID_MAX_CHARS} characters.",
@@ -31,7 +46,7 @@ def clean_title(title) -> str:
         return ""
     if not isinstance(title, str):
         raise InvalidInput("title must be a string.", field="title")
-    title = title.strip()
+    title = clean_text(title, "title").strip()
     if len(title) > settings.CONVERSATION_TITLE_MAX_CHARS:
         raise InvalidInput(f"title is longer than {settings.CONVERSATION_TITLE_MAX_CHARS} characters.", field="title")
     return title

@@ -10,6 +10,7 @@ is in each conversation, so log events are held and replayed after the sync.
 """
 
 import collections
+import logging
 import time
 import uuid
 
@@ -18,9 +19,12 @@ from django.conf import settings
 from conversations.models import Change
 from core.events import BATCH_KIND, conversation_group, presence_group, user_group
 
-from . import close_codes
+from . import close_codes, transport
+from .inbox import Inbox
 from .stream import ConversationStream
 from .typing import Typing
+
+logger = logging.getLogger(__name__)
 
 PRESENCE_GROUP_PREFIX = presence_group(0).removesuffix("0")
 
@@ -46,17 +50,37 @@ class DeviceConnection:
         self.last_received = time.monotonic()
         self._held: list[dict] = []
         self._delivered_ids: collections.deque = collections.deque(maxlen=256)
+        self.inbox = Inbox(self, hub.user_buckets.attach(self.user_id))
+        self.dropped_frames = 0  # state events not sent because the client was not reading
 
     def __repr__(self) -> str:
         return f"<DeviceConnection device={self.device_id} user={self.user_id}>"
 
-    async def send_text(self, text: str) -> None:
-        if not self.closed:
-            await self.consumer.send(text_data=text)
+    async def send_text(self, text: str, *, droppable: bool = False) -> None:
+        """Send a frame, unless the client has stopped reading.
+
+        Past half of WS_MAX_OUTBOUND_BYTES unread, `droppable` frames (typing,
+        presence, receipts: state the next update or a snapshot brings back)
+        are dropped; past all of it, anything else closes the connection with
+        4429 instead of being queued without bound: the device reconnects and
+        syncs, and the log gives it what it missed."""
+        if self.closed:
+            return
+        queued = transport.queued_bytes(self.consumer)
+        if queued > settings.WS_MAX_OUTBOUND_BYTES // 2 and droppable:
+            self.dropped_frames += 1
+            return
+        if queued > settings.WS_MAX_OUTBOUND_BYTES:
+            logger.warning("device %s is not reading (%d bytes queued); closing", self.device_id, queued)
+            await self.close(close_codes.TOO_FAR_BEHIND, "too slow; reconnect and sync")
+            transport.abort(self.consumer)
+            return
+        await self.consumer.send(text_data=text)
 
     def mark_closed(self) -> None:
-        """Send nothing more: every stream stops where it is."""
+        """Send nothing more: every stream stops where it is, queued requests are dropped."""
         self.closed = True
+        self.inbox.discard()
         for stream in self.streams.values():
             stream.stop()
 
@@ -124,10 +148,10 @@ class DeviceConnection:
         if conversation_id is None:
             if not self._first_time(message):
                 return
-            await self.send_text(message["text"])
+            await self.send_text(message["text"], droppable=True)
         elif seq is None:
             if conversation_id in self.streams:
-                await self.send_text(message["text"])
+                await self.send_text(message["text"], droppable=True)
         elif not self.synced:
             self._hold(message)
         else:

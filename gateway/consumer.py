@@ -3,13 +3,11 @@ who is connecting is auth.py's job, what to do with a frame is requests.py's,
 and what to send when is connection.py's and stream.py's."""
 
 import logging
-import time
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from core.errors import ServiceError
 from core.events import dumps
 from presence import live as presence
 
@@ -17,7 +15,6 @@ from . import close_codes, frames
 from .auth import Refused, identify, is_active
 from .connection import DeviceConnection
 from .hub import Hub
-from .requests import HANDLERS
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +52,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         except Refused as refused:
             await self.close(code=refused.code, reason=refused.reason)
             return
+        if hub.user_buckets.connections_of(device.user_id) >= settings.WS_MAX_CONNECTIONS_PER_USER:
+            await self.send(text_data=frames.error(None, frames.TooManyConnections()))
+            await self.close(code=close_codes.TOO_MANY_CONNECTIONS, reason="too many connections")
+            return
         # hello first: whatever the groups joined below deliver comes after it.
         await self.send(text_data=hello(device))
         self.connection = DeviceConnection(self, hub, device)
@@ -67,29 +68,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         connection = self.connection
-        if connection is None or connection.closed:
-            return
-        connection.last_received = time.monotonic()
-        ref = None
-        connection.in_flight += 1
-        try:
-            frame = frames.decode(text_data, bytes_data)
-            ref = frame.get("ref")
-            if connection.hub.draining:
-                raise frames.ShuttingDown()
-            handler = HANDLERS.get(frame["type"])
-            if handler is None:
-                raise frames.UnknownType(f"Unknown frame type {frame['type']!r}.", field="type")
-            result = await handler(connection, frame)
-            if result is not None:
-                await connection.send_text(frames.ok(ref, result))
-        except ServiceError as error:
-            await connection.send_text(frames.error(ref if ref is not None else frames.safe_ref(text_data), error))
-        except Exception:
-            logger.exception("request from device %s failed", connection.device_id)
-            await connection.send_text(frames.error(ref, frames.InternalError()))
-        finally:
-            connection.in_flight -= 1
+        if connection is not None and not connection.closed:
+            await connection.inbox.accept(text_data, bytes_data)
 
     async def disconnect(self, code):
         connection = self.connection

@@ -35,6 +35,19 @@ class ShuttingDown(ServiceError):
     default_message = "The server is shutting down; reconnect and retry."
 
 
+class RateLimited(ServiceError):
+    """A request past the connection's or the user's rate, or past the requests
+    a connection may have waiting; `details.retry_after` says when to retry."""
+
+    code = "rate_limited"
+    default_message = "Too many requests; retry after details.retry_after seconds."
+
+
+class TooManyConnections(ServiceError):
+    code = "too_many_connections"
+    default_message = "This user has too many connections to this server; close one first."
+
+
 class Overloaded(ServiceError):
     """A new connection turned away by admission control (then closed with 4503)."""
 
@@ -54,9 +67,11 @@ def decode(text: str | None, binary: bytes | None) -> dict:
     if len(text.encode()) > settings.WS_MAX_FRAME_BYTES:
         raise FrameTooLarge(f"Frames are limited to {settings.WS_MAX_FRAME_BYTES} bytes.")
     try:
-        frame = json.loads(text)
+        frame = json.loads(text, parse_int=_parse_int)
     except ValueError:
         raise InvalidJson() from None
+    except RecursionError:
+        raise InvalidJson("The frame is nested too deeply.") from None
     if not isinstance(frame, dict):
         raise FrameError("A frame must be a JSON object.")
     if not isinstance(frame.get("type"), str):
@@ -67,18 +82,50 @@ def decode(text: str | None, binary: bytes | None) -> dict:
     return frame
 
 
+# Integers longer than this are no id, seq or count: they are kept as a
+# TooLargeInteger, which every check refuses as "not an integer", naming its
+# field, instead of letting Python's int() refuse the whole frame (it stops at
+# 4,300 digits) or a database meet a number it cannot store.
+MAX_INTEGER_DIGITS = 24
+
+
+class TooLargeInteger:
+    """A JSON integer too long to be anything this protocol accepts."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: str):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<integer of {len(self.digits)} digits>"
+
+
+def _parse_int(digits: str):
+    return int(digits) if len(digits) <= MAX_INTEGER_DIGITS else TooLargeInteger(digits)
+
+
 def safe_ref(text: str | None):
     """The `ref` of a frame that failed to decode, when it can be read at all."""
     try:
-        ref = json.loads(text).get("ref") if text else None
-    except (ValueError, AttributeError):
+        ref = json.loads(text, parse_int=_parse_int).get("ref") if text else None
+    except (ValueError, AttributeError, RecursionError):
         return None
     return ref if is_valid_ref(ref) else None
 
 
 def is_valid_ref(ref) -> bool:
-    """A `ref` is a string or an integer of at most 64 characters."""
-    return (isinstance(ref, str) or is_integer(ref)) and len(str(ref)) <= 64
+    """A `ref` is a string or an integer of at most 64 characters; a string
+    must be one that can be sent back (no lone surrogate)."""
+    if is_integer(ref):
+        return len(str(ref)) <= 64
+    if not isinstance(ref, str) or len(ref) > 64:
+        return False
+    try:
+        ref.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ok(ref, result: dict) -> str:

@@ -24,6 +24,7 @@ from core.events import device_group, user_group
 
 from . import close_codes, drain, upkeep
 from .admission import Admission
+from .limits import UserBuckets
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Hub:
         self.draining = False
         self.layer_down = False  # the layer failed; recovery is retrying it
         self.admission = Admission()
+        self.user_buckets = UserBuckets()  # per-user request limits and connection counts
         self._groups: dict[str, set] = {}  # group -> local connections following it
         self._joined: set[str] = set()  # groups the hub's channel is in
         self._group_lock = asyncio.Lock()
@@ -84,6 +86,8 @@ class Hub:
         await self.subscribe(device_group(connection.device_id), connection)
 
     def detach(self, connection) -> None:
+        if connection in self.connections:
+            self.user_buckets.detach(connection.user_id)
         self.connections.discard(connection)
         for group in list(connection.groups):
             self.unsubscribe(group, connection)

@@ -321,3 +321,19 @@ WS_OVERLOAD_RETRY_SECONDS = env.float("WS_OVERLOAD_RETRY_SECONDS", default=1.0)
 # that, only to the connections that subscribed to the user (presence.subscribe).
 PRESENCE_LIVE_MAX_MEMBERS = env.int("PRESENCE_LIVE_MAX_MEMBERS", default=50)
 PRESENCE_SUBSCRIBE_MAX = env.int("PRESENCE_SUBSCRIBE_MAX", default=500)
+
+# Limits on what one connection or user may ask of a process (docs/protocol.md §16).
+# Requests per second (token buckets): per connection and per user, with bursts.
+WS_RATE_PER_CONNECTION = env.float("WS_RATE_PER_CONNECTION", default=30.0)
+WS_RATE_BURST_PER_CONNECTION = env.int("WS_RATE_BURST_PER_CONNECTION", default=60)
+WS_RATE_PER_USER = env.float("WS_RATE_PER_USER", default=60.0)
+WS_RATE_BURST_PER_USER = env.int("WS_RATE_BURST_PER_USER", default=120)
+# Requests refused for rate a connection may collect (refilled one a second) before it is closed (4430).
+WS_RATE_STRIKES = env.int("WS_RATE_STRIKES", default=50)
+# Requests of one connection queued while an earlier one runs; more are refused at once.
+WS_MAX_PENDING_REQUESTS = env.int("WS_MAX_PENDING_REQUESTS", default=8)
+# Output a client has not read yet: past half, typing/presence/receipts are dropped;
+# past all of it, the connection is closed with 4429 (reconnect and sync).
+WS_MAX_OUTBOUND_BYTES = env.int("WS_MAX_OUTBOUND_BYTES", default=1048576)
+# Connections one user may hold to one process (4431 past it).
+WS_MAX_CONNECTIONS_PER_USER = env.int("WS_MAX_CONNECTIONS_PER_USER", default=20)

@@ -6,6 +6,7 @@ import asyncio
 from conversations.changelog import change_event
 from conversations.models import Change
 from core.events import Event
+from gateway.limits import UserBuckets
 
 WAIT_SECONDS = 2.0  # how long a test waits for something that should happen at once
 
@@ -111,6 +112,8 @@ class FakeHub:
         self.subscribed: list[str] = []
         self.unsubscribed: list[str] = []
         self.tasks: list[asyncio.Task] = []
+        self.user_buckets = UserBuckets()
+        self.draining = False
 
     async def subscribe(self, group: str, connection) -> None:
         self.subscribed.append(group)

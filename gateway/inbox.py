@@ -1,0 +1,101 @@
+"""A connection's requests: admitted under its limits, run one at a time, in order.
+
+Channels hands the consumer each frame as it arrives; if the consumer ran the
+request there, a client sending faster than the server answers would pile its
+frames up in Daphne's unbounded input queue (thousands of 64 KB frames held in
+memory). Instead each frame is decoded and admitted at once, and either queued
+for the connection's worker (at most WS_MAX_PENDING_REQUESTS) or refused with
+`rate_limited` on the spot. Requests still run one at a time, in the order
+they came, as before.
+"""
+
+import collections
+import logging
+import time
+
+from django.conf import settings
+
+from core.errors import ServiceError
+
+from . import close_codes, frames
+from .limits import connection_bucket, strike_bucket
+from .requests import HANDLERS
+
+logger = logging.getLogger(__name__)
+
+# The retry hint when the queue is full: one request's time, roughly.
+PENDING_FULL_RETRY_SECONDS = 0.1
+
+
+class Inbox:
+    def __init__(self, connection, user_bucket):
+        self.connection = connection
+        self.bucket = connection_bucket()
+        self.user_bucket = user_bucket
+        self.strikes = strike_bucket()
+        self.pending: collections.deque = collections.deque()
+        self.working = False
+
+    async def accept(self, text: str | None, binary: bytes | None) -> None:
+        connection = self.connection
+        connection.last_received = time.monotonic()
+        wait = max(self.bucket.wait_seconds(), self.user_bucket.wait_seconds())
+        if wait > 0:
+            await self._refuse(text, frames.RateLimited(retry_after=round(wait, 3)))
+            if not self.strikes.take():
+                logger.warning("device %s kept sending past its rate limit; closing", connection.device_id)
+                await connection.close(close_codes.RATE_LIMITED, "rate limit exceeded")
+            return
+        if len(self.pending) >= settings.WS_MAX_PENDING_REQUESTS:
+            await self._refuse(
+                text,
+                frames.RateLimited("Too many requests waiting for an answer.", retry_after=PENDING_FULL_RETRY_SECONDS),
+            )
+            return
+        self.bucket.take()
+        self.user_bucket.take()
+        self.pending.append((text, binary))
+        connection.in_flight += 1
+        if not self.working:
+            self.working = True
+            connection.hub.spawn(self._work())
+
+    def discard(self) -> None:
+        """The connection closed: what is still queued will not run."""
+        self.connection.in_flight -= len(self.pending)
+        self.pending.clear()
+
+    async def _refuse(self, text: str | None, error: ServiceError) -> None:
+        await self.connection.send_text(frames.error(frames.safe_ref(text), error))
+
+    async def _work(self) -> None:
+        try:
+            while self.pending and not self.connection.closed:
+                text, binary = self.pending.popleft()
+                try:
+                    await run(self.connection, text, binary)
+                finally:
+                    self.connection.in_flight -= 1
+        finally:
+            self.working = False
+
+
+async def run(connection, text: str | None, binary: bytes | None) -> None:
+    """Decode one request, run its handler, and answer `ok` or `error`."""
+    ref = None
+    try:
+        frame = frames.decode(text, binary)
+        ref = frame.get("ref")
+        if connection.hub.draining:
+            raise frames.ShuttingDown()
+        handler = HANDLERS.get(frame["type"])
+        if handler is None:
+            raise frames.UnknownType(f"Unknown frame type {frame['type']!r}.", field="type")
+        result = await handler(connection, frame)
+        if result is not None:
+            await connection.send_text(frames.ok(ref, result))
+    except ServiceError as error:
+        await connection.send_text(frames.error(ref if ref is not None else frames.safe_ref(text), error))
+    except Exception:
+        logger.exception("request from device %s failed", connection.device_id)
+        await connection.send_text(frames.error(ref, frames.InternalError()))
