@@ -6,5 +6,6 @@ class DevicesConfig(AppConfig):
     name = "devices"
 
     def ready(self):
-        # Registers the OpenAPI description of token auth with drf-spectacular.
-        from . import openapi  # noqa: F401
+        # Registers the OpenAPI description of token auth with drf-spectacular,
+        # and the receiver that closes a deactivated user's connections.
+        from . import openapi, signals  # noqa: F401

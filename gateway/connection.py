@@ -139,8 +139,8 @@ class DeviceConnection:
             for event in message["events"]:
                 await self.deliver(event)
             return
-        if kind == "device.revoked":
-            await self.close(close_codes.DEVICE_REVOKED, "device revoked")
+        if kind in ("device.revoked", "user.deactivated"):
+            await self.close(close_codes.DEVICE_REVOKED, kind.replace(".", " "))
             return
         conversation_id, seq = message.get("conversation_id"), message.get("seq")
         if kind == "typing" and (message.get("meta") or {}).get("user_id") == self.user_id:
