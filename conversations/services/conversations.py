@@ -1,12 +1,12 @@
 """Creating and renaming conversations."""
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
 from core.errors import InvalidInput
 
 from ..access import active_membership, require_group, require_manager
-from ..changelog import append_change, lock_conversation
+from ..changelog import append_change, lock_conversation, logged_by_caller
 from ..models import Change, Conversation, Membership
 from ..payloads import conversation_payload
 from ..validation import clean_title, is_id
@@ -53,7 +53,7 @@ def create_conversation(*, creator, kind: str, title: str = "", member_ids=()) -
     return _create(creator, kind, title, others.values(), direct_key=None), True
 
 
-@transaction.atomic
+@logged_by_caller()
 def _create(creator, kind, title, others, *, direct_key) -> Conversation:
     conversation = Conversation.objects.create(kind=kind, title=title, created_by=creator, direct_key=direct_key)
     creator_role = Membership.Role.OWNER if kind == Conversation.Kind.GROUP else Membership.Role.MEMBER
@@ -75,7 +75,7 @@ def _create(creator, kind, title, others, *, direct_key) -> Conversation:
     return conversation
 
 
-@transaction.atomic
+@logged_by_caller()
 def rename_conversation(*, actor, conversation_id: int, title, as_moderator: bool = False) -> Conversation:
     title = clean_title(title)
     conversation = lock_conversation(conversation_id)

@@ -1,13 +1,12 @@
 """Adding and removing members of a group conversation."""
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils import timezone
 
 from core.errors import InvalidInput, NotFound, PermissionDenied
 
 from ..access import active_membership, require_group, require_manager
-from ..changelog import lock_conversation, record_change, take_next_seq
+from ..changelog import lock_conversation, logged_by_caller, record_change, take_next_seq
 from ..models import Change, Membership
 from ..payloads import conversation_payload, member_payload, user_payload
 from ..selectors import members_of
@@ -16,7 +15,7 @@ from ..validation import is_id
 ADDABLE_ROLES = (Membership.Role.ADMIN, Membership.Role.MEMBER)
 
 
-@transaction.atomic
+@logged_by_caller()
 def add_member(
     *, actor, conversation_id: int, user_id, role: str = Membership.Role.MEMBER, as_moderator: bool = False
 ) -> Membership:
@@ -60,7 +59,7 @@ def add_member(
     return membership
 
 
-@transaction.atomic
+@logged_by_caller()
 def remove_member(*, actor, conversation_id: int, user_id, as_moderator: bool = False) -> Membership:
     """Remove a member, or leave when the actor removes themselves.
 
@@ -86,7 +85,7 @@ def remove_member(*, actor, conversation_id: int, user_id, as_moderator: bool = 
     membership.left_at = timezone.now()
     membership.left_seq = seq
     membership.save(update_fields=["is_active", "left_at", "left_seq"])
-    new_owner = _pass_ownership(conversation) if membership.role == Membership.Role.OWNER else None
+    new_owner = pass_ownership(conversation) if membership.role == Membership.Role.OWNER else None
     record_change(
         conversation,
         seq,
@@ -101,7 +100,10 @@ def remove_member(*, actor, conversation_id: int, user_id, as_moderator: bool = 
     return membership
 
 
-def _pass_ownership(conversation) -> Membership | None:
+def pass_ownership(conversation) -> Membership | None:
+    """Make the longest-standing admin (or else member) the owner, after the owner
+    left; the new owner, or None when nobody is left. Logs nothing itself: the
+    member.removed change names the new owner."""
     remaining = Membership.objects.active().filter(conversation=conversation)
     successor = (
         remaining.filter(role=Membership.Role.ADMIN).order_by("joined_at", "id").first()

@@ -8,7 +8,7 @@ tombstone in the log and wins over any later edit.
 
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from core.errors import (
@@ -21,7 +21,14 @@ from core.errors import (
 )
 
 from ..access import active_membership
-from ..changelog import append_change, lock_conversation, record_change, take_next_seq
+from ..changelog import (
+    append_change,
+    lock_conversation,
+    logged_by_caller,
+    record_change,
+    redact_logged_bodies,
+    take_next_seq,
+)
 from ..models import Change, Message, MessageEdit
 from ..payloads import message_payload
 from ..validation import clean_body, clean_client_msg_id, is_id, is_integer
@@ -48,7 +55,7 @@ def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_
         return _retry_result(original, conversation_id)
 
 
-@transaction.atomic
+@logged_by_caller()
 def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> SendResult:
     conversation = lock_conversation(conversation_id)
     active_membership(sender, conversation_id)
@@ -88,7 +95,7 @@ def _message_in(conversation, message_id) -> Message:
     return message
 
 
-@transaction.atomic
+@logged_by_caller()
 def edit_message(
     *, actor, conversation_id: int, message_id, body, expected_version, as_moderator: bool = False
 ) -> Message:
@@ -128,7 +135,7 @@ def edit_message(
     return message
 
 
-@transaction.atomic
+@logged_by_caller()
 def delete_message(*, actor, conversation_id: int, message_id, as_moderator: bool = False) -> Message:
     """Turn a message into a tombstone: body and edit history are erased.
 
@@ -144,7 +151,7 @@ def delete_message(*, actor, conversation_id: int, message_id, as_moderator: boo
         return message
 
     message.edits.all().delete()
-    _redact_logged_bodies(message)
+    redact_logged_bodies(message.pk)
     message.body = ""
     message.version += 1
     message.deleted_at = timezone.now()
@@ -157,13 +164,3 @@ def delete_message(*, actor, conversation_id: int, message_id, as_moderator: boo
         message=message,
     )
     return message
-
-
-def _redact_logged_bodies(message: Message) -> None:
-    """Erase the body from the message's earlier log entries, so catch-up after a
-    delete does not hand out the deleted text."""
-    for change in Change.objects.filter(message=message):
-        if change.payload.get("body"):
-            change.payload["body"] = ""
-            change.payload["redacted"] = True
-            change.save(update_fields=["payload"])
