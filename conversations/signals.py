@@ -308,7 +308,11 @@ class MembershipWrites:
             require_group(conversation, "have members removed")
             membership.left_at, membership.left_seq = timezone.now(), take_next_seq(conversation)
             managed = ("left_at", "left_seq")
-            return Pending(claim, Kind.MEMBER_REMOVED, conversation, seq=membership.left_seq, managed=managed)
+            # The role as stored when it is not written: a row loaded before an
+            # earlier removal made it the owner must still pass ownership on.
+            return Pending(
+                claim, Kind.MEMBER_REMOVED, conversation, seq=membership.left_seq, managed=managed, data={"role": role}
+            )
         _keep(membership, stored, "left_at", "left_seq")
         return Pending(claim)
 
@@ -323,7 +327,7 @@ class MembershipWrites:
                 "conversation": conversation_payload(conversation, members_of(conversation.pk)),
             }
         else:
-            payload = self._removal(conversation, membership.user, membership.role)
+            payload = self._removal(conversation, membership.user, pending.data["role"])
         record_change(conversation, pending.seq, pending.kind, payload)
 
     def _removal(self, conversation, user, role) -> dict:

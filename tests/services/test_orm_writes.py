@@ -459,6 +459,16 @@ def test_the_owner_deleted_with_the_orm_passes_ownership_on(room):
     assert Membership.objects.get(conversation=conversation, user=bob).role == "owner"
 
 
+def test_removing_everyone_in_one_update_passes_ownership_along(room, make_user):
+    conversation, alice, bob = room
+    carol = make_user()
+    add_member(actor=alice, conversation_id=conversation.pk, user_id=carol.pk)
+    assert Membership.objects.filter(conversation=conversation, user__in=[alice, bob]).update(is_active=False) == 2
+    removed = [c.payload for c in log_of(conversation.pk) if c.kind == "member.removed"]
+    assert [(p["user"]["id"], p["new_owner"]) for p in removed] == [(alice.pk, bob.pk), (bob.pk, carol.pk)]
+    assert Membership.objects.get(conversation=conversation, user=carol).role == "owner"
+
+
 def test_is_active_off_and_on_again_is_a_removal_and_a_re_add(room):
     conversation, alice, bob = room
     membership = Membership.objects.get(conversation=conversation, user=bob)
