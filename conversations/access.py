@@ -4,7 +4,12 @@ A non-member gets the same NotFound as for a conversation that does not exist,
 so membership cannot be probed.
 """
 
-from core.errors import InvalidInput, NotFound, PermissionDenied
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from core.errors import InvalidInput, NotFound, PermissionDenied, RateLimited
 
 from .models import Conversation, Membership
 from .validation import is_id
@@ -32,3 +37,27 @@ def require_manager(membership: Membership, action: str) -> None:
 def require_group(conversation: Conversation, action: str) -> None:
     if conversation.kind != Conversation.Kind.GROUP:
         raise InvalidInput(f"A direct conversation cannot {action}.", field="conversation")
+
+
+def require_addable(users, *, by, field: str) -> None:
+    """Others may add a user to at most MEMBER_ADDS_PER_HOUR conversations an
+    hour: without a bound, anyone could put anyone into a thousand groups,
+    slowing the victim's catch-up and learning their presence through each.
+
+    Counted from the memberships the user gained in the last hour in
+    conversations they did not create (a re-add counts again)."""
+    since = timezone.now() - timedelta(hours=1)
+    limit = settings.MEMBER_ADDS_PER_HOUR
+    for user in users:
+        if user.pk == by.pk:
+            continue
+        recent = (
+            Membership.objects.filter(user=user, joined_at__gte=since)
+            .exclude(conversation__created_by_id=user.pk)
+            .count()
+        )
+        if recent >= limit:
+            raise RateLimited(
+                f"User {user.pk} was added to {limit} conversations in the last hour; try again later.",
+                field=field,
+            )

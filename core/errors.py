@@ -66,6 +66,12 @@ class MessageDeleted(ServiceError):
     default_message = "The message is deleted."
 
 
+class RateLimited(ServiceError):
+    code = "rate_limited"
+    http_status = 429
+    default_message = "Too many requests; try again later."
+
+
 class ClientMsgIdConflict(ServiceError):
     code = "client_msg_id_conflict"
     http_status = 409

@@ -337,3 +337,7 @@ WS_MAX_PENDING_REQUESTS = env.int("WS_MAX_PENDING_REQUESTS", default=8)
 WS_MAX_OUTBOUND_BYTES = env.int("WS_MAX_OUTBOUND_BYTES", default=1048576)
 # Connections one user may hold to one process (4431 past it).
 WS_MAX_CONNECTIONS_PER_USER = env.int("WS_MAX_CONNECTIONS_PER_USER", default=20)
+
+# Conversations others may add one user to per hour (429 rate_limited past it);
+# moderators in the admin are not limited.
+MEMBER_ADDS_PER_HOUR = env.int("MEMBER_ADDS_PER_HOUR", default=60)

@@ -5,7 +5,7 @@ from django.db import IntegrityError
 
 from core.errors import InvalidInput
 
-from ..access import active_membership, require_group, require_manager
+from ..access import active_membership, require_addable, require_group, require_manager
 from ..changelog import append_change, lock_conversation, logged_by_caller
 from ..models import Change, Conversation, Membership
 from ..payloads import conversation_payload
@@ -55,6 +55,7 @@ def create_conversation(*, creator, kind: str, title: str = "", member_ids=()) -
 
 @logged_by_caller()
 def _create(creator, kind, title, others, *, direct_key) -> Conversation:
+    require_addable(others, by=creator, field="member_ids")
     conversation = Conversation.objects.create(kind=kind, title=title, created_by=creator, direct_key=direct_key)
     creator_role = Membership.Role.OWNER if kind == Conversation.Kind.GROUP else Membership.Role.MEMBER
     memberships = [Membership(conversation=conversation, user=creator, role=creator_role, joined_seq=1)]

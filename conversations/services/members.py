@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from core.errors import InvalidInput, NotFound, PermissionDenied
 
-from ..access import active_membership, require_group, require_manager
+from ..access import active_membership, require_addable, require_group, require_manager
 from ..changelog import lock_conversation, logged_by_caller, record_change, take_next_seq
 from ..models import Change, Membership
 from ..payloads import conversation_payload, member_payload, user_payload
@@ -30,6 +30,8 @@ def add_member(
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first() if is_id(user_id) else None
     if user is None:
         raise InvalidInput("No such user.", field="user_id")
+    if not as_moderator:
+        require_addable([user], by=actor, field="user_id")
 
     membership = Membership.objects.filter(conversation=conversation, user=user).first()
     if membership is not None and membership.is_active:

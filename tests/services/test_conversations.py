@@ -4,7 +4,7 @@ import pytest
 
 from conversations.models import Change, Conversation, Membership
 from conversations.services import add_member, create_conversation, remove_member, rename_conversation
-from core.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied, RateLimited
 
 pytestmark = pytest.mark.django_db
 
@@ -146,3 +146,23 @@ def test_true_is_not_a_user_id(make_user):
     assert error.value.field == "member_ids"
     assert Membership.objects.filter(conversation=conversation).count() == 1
     assert kinds(conversation) == [(1, "conversation.created")]
+
+
+def test_others_may_add_a_user_to_a_bounded_number_of_conversations_an_hour(make_user, settings):
+    settings.MEMBER_ADDS_PER_HOUR = 2
+    alice, mallory, victim = make_user(), make_user(), make_user()
+    create_conversation(creator=victim, kind="group")  # their own: not counted
+    create_conversation(creator=mallory, kind="group", member_ids=[victim.pk])
+    third, _ = create_conversation(creator=alice, kind="group")
+    add_member(actor=alice, conversation_id=third.pk, user_id=victim.pk)
+    fourth, _ = create_conversation(creator=mallory, kind="group")
+    with pytest.raises(RateLimited) as error:
+        add_member(actor=mallory, conversation_id=fourth.pk, user_id=victim.pk)
+    assert (error.value.field, error.value.http_status) == ("user_id", 429)
+    with pytest.raises(RateLimited) as error:
+        create_conversation(creator=alice, kind="group", member_ids=[victim.pk])
+    assert error.value.field == "member_ids"
+    assert Membership.objects.filter(user=victim).count() == 3
+    # An admin (as moderator) is not limited; the user may still start their own.
+    add_member(actor=alice, conversation_id=fourth.pk, user_id=victim.pk, as_moderator=True)
+    create_conversation(creator=victim, kind="direct", member_ids=[alice.pk])
