@@ -18,3 +18,15 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; te
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 # Tests serve static files from the apps' folders (finders); nothing is collected.
 STATIC_ROOT = None
+
+# On SQLite (no DATABASE_URL), the test database is a file rather than pytest-django's
+# in-memory default, so the server process of a gateway test can open it (the harness
+# passes its path as DATABASE_URL); the process id in its name keeps two test runs in
+# one checkout apart. The test process and the server write to it at once: each waits
+# up to `timeout` seconds for the other's lock, and every transaction takes the write
+# lock when it begins (IMMEDIATE), so two that read and then write cannot deadlock
+# ("database is locked"). The harness passes the same options in DATABASE_URL.
+SQLITE_TEST_OPTIONS = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["OPTIONS"] = {**SQLITE_TEST_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}  # noqa: F405
+    DATABASES["default"].setdefault("TEST", {}).setdefault("NAME", BASE_DIR / f".test-db-{os.getpid()}.sqlite3")  # noqa: F405

@@ -1,10 +1,18 @@
-"""Fixtures for gateway tests: a Daphne process on the test database and Redis."""
+"""Fixtures for gateway tests: a Daphne process on the test database and Redis.
+
+Without DATABASE_URL and REDIS_URL the server runs on the embedded defaults: the
+SQLite test database file and an in-memory channel layer of its own. Whatever
+the test process publishes then stays in the test process, so a test that needs
+the server to hear of the test's own writes at once (through Redis), two server
+processes, or PostgreSQL itself is marked `redis` or `postgres` where it is
+defined, and is skipped there (a failure with REQUIRE_SERVICES=1, as in CI).
+"""
 
 import time
 
 import pytest
 
-from .harness import ServerProcess
+from .harness import started_on_first_use
 
 # Short limits so tests of resets, typing expiry and coalescing run quickly.
 SHARED_SERVER_ENV = {
@@ -17,27 +25,21 @@ SHARED_SERVER_ENV = {
 
 
 @pytest.fixture(scope="session")
-def _server(django_db_setup, django_db_blocker):
-    from django.conf import settings
-
-    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or not settings.REDIS_URL:
-        yield None  # the tests themselves skip (or fail in CI) with the reason
-        return
-    server = ServerProcess(**SHARED_SERVER_ENV).start()
-    yield server
-    server.stop()
+def _shared_server(django_db_setup):
+    with started_on_first_use(**SHARED_SERVER_ENV) as shared_server:
+        yield shared_server
 
 
 @pytest.fixture
-def server(_server, transactional_db):
+def server(_shared_server, transactional_db):
     """The shared server; tests using it commit for real so the server sees their data.
 
-    After the test, wait until the server has finished with the connections the
-    test closed (each ends by writing the device's presence), so emptying the
-    database does not race the server's last writes.
+    It starts with the first test that runs (a test that needs a missing service
+    is skipped before). After the test, wait until the server has finished with
+    the connections the test closed (each ends by writing the device's
+    presence), so emptying the database does not race the server's last writes.
     """
-    assert _server is not None
-    yield _server
+    yield _shared_server()
     from presence.models import DevicePresence, Status
 
     deadline = time.monotonic() + 10
@@ -48,8 +50,7 @@ def server(_server, transactional_db):
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/gateway/" in item.nodeid:
-            item.add_marker(pytest.mark.postgres)
-            item.add_marker(pytest.mark.redis)
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture

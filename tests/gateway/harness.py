@@ -1,11 +1,14 @@
 """A real server process and real WebSocket clients for gateway tests.
 
 `ServerProcess` runs Daphne on a free port against the test database and the
-test Redis, exactly as in production. `Device` is a WebSocket client that keeps
-every frame it receives, so tests can assert on what reached which device.
+test Redis, exactly as in production; on a fresh machine, against the SQLite
+test database file, with an in-memory channel layer of its own. `Device` is a
+WebSocket client that keeps every frame it receives, so tests can assert on
+what reached which device.
 """
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -14,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import websockets
@@ -30,7 +34,16 @@ def free_port() -> int:
 
 
 def database_url() -> str:
+    """The test database as a DATABASE_URL for another process."""
     db = settings.DATABASES["default"]
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        # The file of the test database (test_settings names one: pytest-django's
+        # default is in memory), with the test process's locking options.
+        path = urllib.parse.quote(str(Path(db["NAME"]).resolve()))
+        query = urllib.parse.urlencode(
+            {k: v for k, v in db.get("OPTIONS", {}).items() if k in ("timeout", "transaction_mode")}
+        )
+        return f"sqlite:///{path}" + (f"?{query}" if query else "")
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
@@ -49,10 +62,11 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},
             "DJANGO_SETTINGS_MODULE": "realtime_sync.test_settings",
             "DATABASE_URL": database_url(),
-            "REDIS_URL": settings.REDIS_URL,
+            # Redis when the tests use it; without it, the in-memory layer.
+            **({"REDIS_URL": settings.REDIS_URL} if settings.REDIS_URL else {}),
             "DB_POOL_MAX_SIZE": "10",
             **self.env,
         }
@@ -89,6 +103,24 @@ class ServerProcess:
             self.log.close()
             if not os.environ.get("KEEP_SERVER_LOGS"):
                 self.log_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def started_on_first_use(**env):
+    """A function returning one shared ServerProcess, started on its first call (so
+    a run whose tests of it are all skipped starts none) and stopped on exit."""
+    servers: list[ServerProcess] = []
+
+    def server() -> ServerProcess:
+        if not servers:
+            servers.append(ServerProcess(**env).start())
+        return servers[0]
+
+    try:
+        yield server
+    finally:
+        for started in servers:
+            started.stop()
 
 
 class Closed(Exception):

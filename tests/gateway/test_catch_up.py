@@ -3,6 +3,7 @@ with no gap and no duplicate, even while others keep writing."""
 
 import asyncio
 
+import pytest
 from channels.db import database_sync_to_async
 
 from conversations.models import Change, Conversation
@@ -28,6 +29,8 @@ async def last_seq(conversation_id) -> int:
     return (await db(Conversation.objects.get)(pk=conversation_id)).last_seq
 
 
+# The test process's own writes reach the server at once only through Redis.
+@pytest.mark.redis
 async def test_a_returning_device_gets_exactly_what_it_missed_before_the_sync_reply(server, account):
     (alice, (token,)), (bob, _) = await account(), await account()
     conversation, _ = await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
@@ -72,6 +75,8 @@ async def test_catch_up_while_others_keep_writing_has_no_gap_and_no_duplicate(se
     await writer.close()
 
 
+# The test process's own writes reach the server at once only through Redis.
+@pytest.mark.redis
 async def test_past_the_limit_a_conversation_is_reset_then_followed_live(server, account):
     (alice, (token,)), (bob, _) = await account(), await account()
     conversation, _ = await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
@@ -142,6 +147,8 @@ async def test_a_member_removed_while_offline_gets_the_removal_and_nothing_after
     await device.close()
 
 
+# The test process's own writes reach the server at once only through Redis.
+@pytest.mark.redis
 async def test_a_member_removed_live_gets_the_removal_and_nothing_after(server, account):
     (alice, _), (bob, (token,)) = await account(), await account()
     conversation, _ = await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
@@ -210,6 +217,8 @@ async def test_a_hole_in_the_log_is_answered_with_a_reset_not_a_stall(server, ac
     await device.close()
 
 
+# The test process's own writes reach the server at once only through Redis.
+@pytest.mark.redis
 async def test_events_published_out_of_order_reach_the_device_in_order(server, account, monkeypatch):
     """Two commits' publishes can reach the layer swapped; the stream puts them back in order."""
     import core.publish

@@ -89,6 +89,8 @@ async def test_a_foreign_origin_is_refused_with_4403(server, account):
     assert code == close_codes.FORBIDDEN_ORIGIN
 
 
+# The test process's own writes reach the server at once only through Redis.
+@pytest.mark.redis
 async def test_revoking_a_connected_device_disconnects_it_at_once(server, account):
     user, (token, other_token) = await account(devices=2)
     ws = await Ws(server.url, token).connect()

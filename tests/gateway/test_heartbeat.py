@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 
 from gateway import close_codes
 
-from .harness import Device, ServerProcess
+from .harness import Device, started_on_first_use
 
 HEARTBEAT_TIMEOUT = 1.0
 HEARTBEAT_INTERVAL = 0.3
@@ -22,19 +22,11 @@ KEEP_ALIVE_FOR = 2.5
 
 
 @pytest.fixture(scope="module")
-def _heartbeat_server(django_db_setup, django_db_blocker):
-    from django.conf import settings
-
-    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or not settings.REDIS_URL:
-        yield None  # the tests themselves skip (or fail in CI) with the reason
-        return
-    server = ServerProcess(
+def _heartbeat_server(django_db_setup):
+    with started_on_first_use(
         WS_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT), WS_HEARTBEAT_INTERVAL=str(HEARTBEAT_INTERVAL)
-    ).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    ) as heartbeat_server:
+        yield heartbeat_server
 
 
 @pytest.fixture
@@ -45,8 +37,7 @@ def heartbeat_server(_heartbeat_server, transactional_db):
     (each ends by writing its device's presence), so emptying the database does
     not race the server's last writes.
     """
-    assert _heartbeat_server is not None
-    yield _heartbeat_server
+    yield _heartbeat_server()
     from presence.models import DevicePresence, Status
 
     deadline = time.monotonic() + 10

@@ -6,6 +6,7 @@ Each device must end up with exactly the (conversation, seq) events of the
 conversations its user was in at the time, in order, and nothing else.
 """
 
+import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -17,6 +18,9 @@ from conversations.services import add_member, create_conversation, remove_membe
 
 from ..admin.helpers import change_form_data
 from .harness import Device
+
+# Changes made by the test process (REST, admin, services) reach the server at once only through Redis.
+pytestmark = pytest.mark.redis
 
 db = database_sync_to_async
 

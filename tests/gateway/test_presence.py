@@ -96,6 +96,8 @@ async def test_a_flapping_connection_is_coalesced(server, account):
     await watcher.close()
 
 
+@pytest.mark.postgres  # two server processes
+@pytest.mark.redis
 @pytest.mark.timeout(90)
 async def test_a_killed_server_does_not_leave_its_devices_online(transactional_db, account):
     timeout, refresh = 2.0, 0.5

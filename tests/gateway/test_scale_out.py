@@ -9,6 +9,8 @@ from conversations.services import add_member, create_conversation, rename_conve
 
 from .harness import Device, ServerProcess
 
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]  # two server processes
+
 db = database_sync_to_async
 
 

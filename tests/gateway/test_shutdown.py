@@ -21,6 +21,7 @@ import subprocess
 import time
 
 import psycopg
+import pytest
 import websockets
 from channels.db import database_sync_to_async
 
@@ -29,6 +30,9 @@ from conversations.services import create_conversation
 from gateway import close_codes
 
 from .harness import Closed, Device, ServerProcess, database_url
+
+# A request is held in flight by a PostgreSQL row lock, seen waiting in pg_stat_activity.
+pytestmark = pytest.mark.postgres
 
 ACKED_BEFORE_SIGTERM = 10
 PIPELINE_WINDOW = 5

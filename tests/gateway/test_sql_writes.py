@@ -34,6 +34,9 @@ from core.events import conversation_group, dumps
 
 from .harness import ROOT, Device, database_url
 
+# PostgreSQL's triggers and NOTIFY; the listener process publishes to the server through Redis.
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
 db = database_sync_to_async
 WAIT = 30.0  # generous: a reconnect waits out PostgreSQL's restart and the listener's backoff
 

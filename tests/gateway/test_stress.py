@@ -24,6 +24,7 @@ import random
 from dataclasses import dataclass, field
 
 import psycopg
+import pytest
 from channels.db import database_sync_to_async
 
 from conversations.models import Change, Conversation, Message
@@ -311,6 +312,8 @@ def _unredacted(payload: dict) -> dict:
     return {k: v for k, v in payload.items() if k not in ("body", "redacted")}
 
 
+@pytest.mark.postgres  # two server processes and the test process writing at once
+@pytest.mark.redis
 async def test_every_device_gets_every_change_exactly_once_in_order(transactional_db, make_user, make_device):
     rng = random.Random(SEED)
     users = [await database_sync_to_async(make_user)() for _ in range(USERS)]
@@ -426,6 +429,7 @@ async def test_every_device_gets_every_change_exactly_once_in_order(transactiona
             assert not {e["kind"] for e in events if "seq" not in e} & set(Change.Kind.values)
 
 
+@pytest.mark.postgres  # the handshake is held by a row lock, seen waiting in pg_stat_activity
 async def test_hello_comes_before_any_event(transactional_db, make_user, make_device):
     """`hello` is the first frame of every accepted connection (docs/protocol.md §3).
 

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import pytest
 from channels.db import database_sync_to_async
 from rest_framework.test import APIClient
 
@@ -86,6 +87,8 @@ def rest_unread(token, conversation_id):
     return body["unread_count"]
 
 
+# The test process's own writes reach the server at once only through Redis.
+@pytest.mark.redis
 async def test_reading_on_one_device_clears_the_unread_count_on_the_other(server, account):
     (alice, (phone_token, laptop_token)), (bob, _) = await account(devices=2), await account()
     conversation, _ = await db(create_conversation)(creator=alice, kind="group", member_ids=[bob.pk])
@@ -105,6 +108,8 @@ async def test_reading_on_one_device_clears_the_unread_count_on_the_other(server
     await laptop.close()
 
 
+# The test process's own writes reach the server at once only through Redis.
+@pytest.mark.redis
 async def test_receipts_of_a_message_in_a_100_member_conversation(server, account, make_user):
     alice, (alice_token,) = await account(username="sender")
     members = await db(lambda: [make_user() for _ in range(99)])()
