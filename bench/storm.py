@@ -1025,6 +1025,14 @@ def _ack_window(senders, start: float, end: float) -> dict:
     }
 
 
+async def idle_cpu(server, seconds: float = 10.0) -> float | None:
+    """Cores the server uses with its connections idle (pings and periodic upkeep only)."""
+    before = server.cpu_seconds()
+    await asyncio.sleep(seconds)
+    after = server.cpu_seconds()
+    return None if before is None or after is None else round((after - before) / seconds, 3)
+
+
 async def connect_gated(devices: list[Device], args, tally: Tally, label: str) -> dict:
     gate = asyncio.Semaphore(args.idle_concurrency)
     started = time.monotonic()
@@ -1070,6 +1078,7 @@ async def scenario_idle_product(env: Environment, args) -> dict:
         await asyncio.sleep(2.0)
         after = status_kib(pid)
         count = sum(1 for d in devices[1:] if d.live)
+        idle = await idle_cpu(server)
         log(f"[idle] product server RSS after {count} connections: {after} KiB")
         return {
             "connections": count,
@@ -1080,6 +1089,7 @@ async def scenario_idle_product(env: Environment, args) -> dict:
             "connect_s": outcome["connect_s"],
             "settle_s": settle_s,
             "server_cpu_s": round((server.cpu_seconds() or 0) - (cpu_before or 0), 2),
+            "idle_server_cores": idle,
             "client_rss_kib": status_kib(os.getpid()),
             **{k: v for k, v in tally.summary().items() if k in ("handshake_failures", "refused_4503", "gave_up")},
             "presence_frames_received": tally.presence_frames,
@@ -1151,6 +1161,7 @@ async def scenario_idle_baseline(servers, args, redis: PrivateRedis | None) -> d
         await asyncio.sleep(2.0)
         after = status_kib(pid)
         count = sum(1 for s in sockets[1:] if s.live)
+        idle = await idle_cpu(server)
         log(f"[idle] baseline server RSS after {count} connections: {after} KiB")
         return {
             "connections": count,
@@ -1161,6 +1172,7 @@ async def scenario_idle_baseline(servers, args, redis: PrivateRedis | None) -> d
             "connect_s": outcome["connect_s"],
             "settle_s": settle_s,
             "server_cpu_s": round((server.cpu_seconds() or 0) - (cpu_before or 0), 2),
+            "idle_server_cores": idle,
             **{k: v for k, v in tally.summary().items() if k in ("handshake_failures", "gave_up")},
         }
     finally:
@@ -1171,12 +1183,34 @@ async def scenario_idle_baseline(servers, args, redis: PrivateRedis | None) -> d
 # Main
 
 
+def run_async(coroutine):
+    """asyncio.run, where SIGTERM/SIGHUP/SIGINT cancel the scenario (so its clean-up runs)
+    instead of raising inside whatever callback the loop happened to be running."""
+
+    async def guarded():
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+        for signum in signals:
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await coroutine
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        raise SystemExit("interrupted by a signal") from None
+
+
 def run_connect_reconnect(args) -> dict:
     env = Environment(args, users=args.devices, processes=args.processes, name="connect")
     try:
         env.open(private_redis=False)
         env.start_servers()
-        out = asyncio.run(scenario_connect_reconnect(env, args))
+        out = run_async(scenario_connect_reconnect(env, args))
         connect = {
             "setup": {**env.data["timings"], **env.data["counts"]},
             "server_settings": env.data["settings"],
@@ -1195,7 +1229,7 @@ def run_outage(args) -> dict:
     try:
         env.open(private_redis=True)
         env.start_servers()
-        out = asyncio.run(scenario_outage(env, args))
+        out = run_async(scenario_outage(env, args))
         return {
             "setup": {**env.data["timings"], **env.data["counts"]},
             "server_env": env.recorded_env(),
@@ -1212,8 +1246,8 @@ def run_idle(args) -> dict:
     try:
         env.open(private_redis=False)
         env.start_servers(1)
-        result["background_busy_cores"] = asyncio.run(background_cores())
-        result["product"] = asyncio.run(scenario_idle_product(env, args))
+        result["background_busy_cores"] = run_async(background_cores())
+        result["product"] = run_async(scenario_idle_product(env, args))
         result["setup"] = {**env.data["timings"], **env.data["counts"]}
         result["server_env"] = env.recorded_env()
     finally:
@@ -1231,7 +1265,7 @@ def run_idle(args) -> dict:
             url = f"redis://{HOST}:{redis.port}/0"
         env_vars = {"DJANGO_SETTINGS_MODULE": "bench.baseline_app.settings", "REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
         servers.extend(start_servers(1, "bench.baseline_app.asgi:application", env_vars, args))
-        result["baseline_channels_chat"] = asyncio.run(scenario_idle_baseline(servers, args, redis))
+        result["baseline_channels_chat"] = run_async(scenario_idle_baseline(servers, args, redis))
         result["baseline_channels_chat"]["code"] = {"baseline_app_digest": source_digest(BENCH / "baseline_app")}
     finally:
         stop_servers(servers)
