@@ -64,7 +64,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if not await is_active(device.pk):
             await self.connection.close(close_codes.DEVICE_REVOKED, "device revoked")
             return
-        await presence.connected(device, self.connection.connection_id)
+        try:
+            await presence.connected(device, self.connection.connection_id)
+        except Exception as error:  # presence is state: the next refresh or change sets it right
+            logger.warning("marking device %s online failed (%s: %s)", device.pk, type(error).__name__, error)
 
     async def receive(self, text_data=None, bytes_data=None):
         connection = self.connection

@@ -82,11 +82,12 @@ def decode(text: str | None, binary: bytes | None) -> dict:
     return frame
 
 
-# Integers longer than this are no id, seq or count: they are kept as a
-# TooLargeInteger, which every check refuses as "not an integer", naming its
-# field, instead of letting Python's int() refuse the whole frame (it stops at
-# 4,300 digits) or a database meet a number it cannot store.
-MAX_INTEGER_DIGITS = 24
+# Integers longer than this are no id, seq, count or ref (a ref may have 64
+# characters): they are kept as a TooLargeInteger, which every check refuses as
+# "not an integer", naming its field, instead of letting Python's int() refuse
+# the whole frame (it stops at 4,300 digits). Ids beyond a bigint are refused by
+# the checks of each field.
+MAX_INTEGER_DIGITS = 64
 
 
 class TooLargeInteger:
@@ -116,10 +117,10 @@ def safe_ref(text: str | None):
 
 def is_valid_ref(ref) -> bool:
     """A `ref` is a string or an integer of at most 64 characters; a string
-    must be one that can be sent back (no lone surrogate)."""
+    holds no NUL and no lone surrogate (it is sent back as it came)."""
     if is_integer(ref):
         return len(str(ref)) <= 64
-    if not isinstance(ref, str) or len(ref) > 64:
+    if not isinstance(ref, str) or len(ref) > 64 or "\x00" in ref:
         return False
     try:
         ref.encode("utf-8")

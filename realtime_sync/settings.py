@@ -126,9 +126,16 @@ def database_from_env() -> dict:
     the pool replaces persistent connections, so CONN_MAX_AGE stays 0.
     """
     url = env.str("DATABASE_URL", default="")
-    if not url:
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
-    config = dj_database_url.parse(url, conn_max_age=0)
+    config = dj_database_url.parse(url, conn_max_age=0) if url else {"NAME": BASE_DIR / "db.sqlite3"}
+    config.setdefault("ENGINE", "django.db.backends.sqlite3")
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # The server writes from several threads at once (handshakes, presence):
+        # each transaction takes SQLite's write lock when it begins, so two that
+        # read and then write cannot deadlock ("database is locked" at once), and
+        # a writer waits up to 20 s for the lock instead of failing.
+        options = config.setdefault("OPTIONS", {})
+        options.setdefault("transaction_mode", "IMMEDIATE")
+        options.setdefault("timeout", 20)
     if config["ENGINE"] == "django.db.backends.postgresql":
         # With the pool, Django's health checks make it check each connection on
         # checkout, so none that died with a PostgreSQL restart is handed out.
