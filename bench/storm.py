@@ -783,7 +783,7 @@ def acked_lost(senders: list[Sender], devices: list[Device], members: dict[int, 
     for sender in senders:
         for conversation, seq, _, _ in sender.acked:
             for i in members.get(conversation, ()):
-                if by_index[i].cursors.get(conversation, 0) < seq:
+                if i in by_index and by_index[i].cursors.get(conversation, 0) < seq:
                     lost += 1
     return lost
 
@@ -931,9 +931,19 @@ async def scenario_outage(env: Environment, args) -> dict:
         result = {"background_busy_cores": await background_cores(), "loadavg_before": loadavg()}
         tally = Tally()
         outcome = await storm("outage: connect", devices, args, cursors=True, tally=tally)
-        if not outcome["all_live"]:
-            return {**result, "error": f"only {outcome['live']} of {len(devices)} devices went live"}
         result["connect_all_live_s"] = outcome["all_live_s"]
+        result["connect_time_to_live_s"] = outcome["time_to_live_s"]
+        result["connect_refused_4503"] = tally.refused_4503
+        if not outcome["all_live"]:
+            # Measure the outage on the devices that made it (and say how many did not).
+            result["devices_not_live_before_outage"] = len(devices) - outcome["live"]
+            log(f"[outage] only {outcome['live']} of {len(devices)} devices live: measuring with those")
+            for d in devices:
+                if not d.live:
+                    await d.drop()
+            devices = [d for d in devices if d.live]
+            if not devices:
+                return {**result, "error": "no device went live"}
         result["settle_s"] = await settle(env, args.settle_timeout)
         for d in devices:
             d.auto_reconnect = True  # the protocol: on any close we did not ask for, reconnect and sync
