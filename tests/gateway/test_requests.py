@@ -26,7 +26,7 @@ async def setup_pair(server, account):
 
 
 def is_event(conversation_id, seq):
-    return lambda f: f["type"] == "event" and f["conversation_id"] == conversation_id and f["seq"] == seq
+    return lambda f: f["type"] == "event" and f.get("conversation_id") == conversation_id and f.get("seq") == seq
 
 
 async def test_send_is_acknowledged_after_commit_and_reaches_the_senders_other_device(server, account):
