@@ -9,9 +9,9 @@ channel `realtime_changes` with {"conversation_id": .., "seq": ..}, which the
 `listen_changes` process turns into the live event the app would have sent.
 Those change rows carry origin 'sql'.
 
-The app's own writes are left alone: `lock_conversation`, which every service
-that writes messages calls first, sets `realtime.origin` to 'app' for its
-transaction, and every trigger here has `WHEN (<not app>)`. The app logs and
+The app's own writes are left alone: the services (through
+`changelog.logged_by_caller`) and the ORM receivers set `realtime.origin` to
+'app' while they write, and every trigger here has `WHEN (<not app>)`. The app logs and
 publishes those writes itself, so nothing is logged or published twice.
 
 What a plain-SQL write means:
