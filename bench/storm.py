@@ -631,6 +631,7 @@ async def storm(label: str, devices: list[Device], args, *, cursors: bool, tally
     """Start every device's connect+sync at once; wait until all are live (or the deadline)."""
     started = time.monotonic()
     deadline = started + args.storm_timeout
+    tally.devices += len(devices)
     stop = asyncio.Event()
     reporter = asyncio.create_task(progress(label, devices, stop, started))
     tasks = [
@@ -1047,6 +1048,8 @@ async def connect_gated(devices: list[Device], args, tally: Tally, label: str) -
     gate = asyncio.Semaphore(args.idle_concurrency)
     started = time.monotonic()
     deadline = started + args.storm_timeout
+
+    tally.devices += len(devices)
 
     async def one(device):
         async with gate:

@@ -59,6 +59,7 @@ class Tally:
     server_closed: list = field(default_factory=list)  # (device, code, monotonic time)
     reconnects: int = 0
     cursor_mismatches: int = 0
+    devices: int = 0  # devices that used this tally (set by the storm)
 
     def count(self, table: dict, key) -> None:
         table[key] = table.get(key, 0) + 1
@@ -67,6 +68,7 @@ class Tally:
         hints = sorted(self.retry_after_hints)
         return {
             "connect_attempts": self.attempts,
+            "retries": self.attempts - self.devices if self.devices else None,
             "handshake_failures": sum(self.handshake_failures.values()),
             "handshake_failures_by_cause": self.handshake_failures,
             "refused_4503": self.refused_4503,
