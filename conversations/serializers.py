@@ -8,6 +8,7 @@ serializers exist to document those shapes in the OpenAPI schema.
 from django.conf import settings
 from rest_framework import serializers
 
+from core.openapi import NotBlankValidator
 from devices.serializers import UserSerializer
 
 from .models import Change, Conversation, Membership
@@ -156,7 +157,9 @@ class ConversationCreateSerializer(serializers.Serializer):
         required=False,
         allow_blank=True,
         max_length=settings.CONVERSATION_TITLE_MAX_CHARS,
-        help_text="Groups only.",
+        # Counted as sent: the service strips it, so the schema's maxLength is exact.
+        trim_whitespace=False,
+        help_text="Groups only; surrounding whitespace is dropped.",
     )
     member_ids = serializers.ListField(
         child=serializers.IntegerField(min_value=1),
@@ -168,12 +171,32 @@ class ConversationCreateSerializer(serializers.Serializer):
 class ConversationRenameSerializer(WholePatchSerializer):
     """The new title; an empty one clears it."""
 
-    title = serializers.CharField(allow_blank=True, max_length=settings.CONVERSATION_TITLE_MAX_CHARS)
+    title = serializers.CharField(
+        allow_blank=True,
+        max_length=settings.CONVERSATION_TITLE_MAX_CHARS,
+        trim_whitespace=False,  # as for creating: counted as sent, stripped by the service
+        help_text="Surrounding whitespace is dropped.",
+    )
 
 
 class MemberAddSerializer(serializers.Serializer):
     user_id = serializers.IntegerField(min_value=1)
     role = serializers.ChoiceField(choices=[(r, r) for r in ADDABLE_ROLES], default=Membership.Role.MEMBER)
+
+
+class ConversationListQuerySerializer(serializers.Serializer):
+    """The list's page: validated, so `offset=null` or `limit=0` is a 400 naming the field
+    rather than silently the first page."""
+
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text=f"Page size; default {settings.PAGE_SIZE_DEFAULT}, at most {settings.PAGE_SIZE_MAX} "
+        "(a larger one is cut to that).",
+    )
+    offset = serializers.IntegerField(
+        required=False, min_value=0, help_text="How many conversations to skip; default 0."
+    )
 
 
 class MessagePageQuerySerializer(serializers.Serializer):
@@ -204,14 +227,19 @@ class MessageSendSerializer(serializers.Serializer):
     client_msg_id = serializers.CharField(
         max_length=settings.CLIENT_MSG_ID_MAX_CHARS,
         trim_whitespace=False,  # the same id as over the WebSocket, byte for byte
+        validators=[NotBlankValidator()],
         help_text="Chosen by the client, unique per sender; a retry with the same id returns the original.",
     )
-    body = serializers.CharField(max_length=settings.MESSAGE_BODY_MAX_CHARS, trim_whitespace=False)
+    body = serializers.CharField(
+        max_length=settings.MESSAGE_BODY_MAX_CHARS, trim_whitespace=False, validators=[NotBlankValidator()]
+    )
     reply_to = serializers.IntegerField(required=False, allow_null=True, min_value=1)
 
 
 class MessageEditSerializer(WholePatchSerializer):
     """The new body and the version it replaces."""
 
-    body = serializers.CharField(max_length=settings.MESSAGE_BODY_MAX_CHARS, trim_whitespace=False)
+    body = serializers.CharField(
+        max_length=settings.MESSAGE_BODY_MAX_CHARS, trim_whitespace=False, validators=[NotBlankValidator()]
+    )
     version = serializers.IntegerField(min_value=1, help_text="The version the edit is based on.")

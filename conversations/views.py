@@ -21,6 +21,7 @@ from .serializers import (
     ChangesPageSerializer,
     ChangesQuerySerializer,
     ConversationCreateSerializer,
+    ConversationListQuerySerializer,
     ConversationRenameSerializer,
     ConversationSerializer,
     MemberAddSerializer,
@@ -40,6 +41,13 @@ def validated(serializer_class, data) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def query_of(request) -> dict:
+    """The query string as a plain dict (the last value of a repeated name), so an
+    empty value such as `offset=` is refused as the schema says, where DRF reading a
+    QueryDict would take it, as it does a form's empty input, for no value at all."""
+    return request.query_params.dict()
 
 
 def conversation_body(user, conversation_id: int) -> dict:
@@ -65,9 +73,11 @@ class ConversationListView(APIView):
         operation_id="conversations_list",
         summary="List my conversations",
         description="The user's conversations, most recent activity first, with unread counts and last message.",
-        responses={200: ConversationSerializer(many=True), **error_responses()},
+        parameters=[ConversationListQuerySerializer],
+        responses={200: ConversationSerializer(many=True), **error_responses(400)},
     )
     def get(self, request):
+        validated(ConversationListQuerySerializer, query_of(request))
         paginator = self.pagination_class()
         conversations = selectors.with_active_members(selectors.conversations_of(request.user))
         page = paginator.paginate_queryset(conversations, request, view=self)
@@ -86,7 +96,17 @@ class ConversationListView(APIView):
         responses={
             201: ConversationSerializer,
             200: ConversationSerializer,
-            **error_responses(400),
+            **error_responses(
+                400,
+                415,
+                429,
+                notes={
+                    400: "Also when a member id is not an active user (`field`: `member_ids`), or a direct conversation "
+                    "does not name exactly one user other than you (`member_ids`) or has a title (`title`).",
+                    429: "`rate_limited`: a user to add was added by others to MEMBER_ADDS_PER_HOUR conversations "
+                    "in the last hour (`field`: `member_ids`).",
+                },
+            ),
         },
     )
     def post(self, request):
@@ -112,7 +132,12 @@ class ConversationDetailView(APIView):
         summary="Rename a group conversation",
         description="Owners and admins only; direct conversations have no title.",
         request=ConversationRenameSerializer,
-        responses={200: ConversationSerializer, **error_responses(400, 403, 404)},
+        responses={
+            200: ConversationSerializer,
+            **error_responses(
+                400, 403, 404, 415, notes={400: "Also when the conversation is direct (`field`: `conversation`)."}
+            ),
+        },
     )
     def patch(self, request, conversation_id: int):
         data = validated(ConversationRenameSerializer, request.data)
@@ -126,7 +151,22 @@ class MemberListView(APIView):
         summary="Add a member to a group conversation",
         description="Owners and admins only. Adding a current member changes nothing and returns the membership.",
         request=MemberAddSerializer,
-        responses={201: MemberSerializer, **error_responses(400, 403, 404)},
+        responses={
+            201: MemberSerializer,
+            **error_responses(
+                400,
+                403,
+                404,
+                415,
+                429,
+                notes={
+                    400: "Also when `user_id` is not an active user (`field`: `user_id`), or the conversation is direct "
+                    "(`field`: `conversation`).",
+                    429: "`rate_limited`: the user was added by others to MEMBER_ADDS_PER_HOUR conversations "
+                    "in the last hour (`field`: `user_id`).",
+                },
+            ),
+        },
     )
     def post(self, request, conversation_id: int):
         data = validated(MemberAddSerializer, request.data)
@@ -145,7 +185,12 @@ class MemberDetailView(APIView):
             "the owner cannot be removed. When the owner leaves, an admin (or else the longest member) "
             "becomes owner."
         ),
-        responses={204: None, **error_responses(400, 403, 404)},
+        responses={
+            204: None,
+            **error_responses(
+                400, 403, 404, notes={400: "Also when the conversation is direct (`field`: `conversation`)."}
+            ),
+        },
     )
     def delete(self, request, conversation_id: int, user_id: int):
         services.remove_member(actor=request.user, conversation_id=conversation_id, user_id=user_id)
@@ -161,10 +206,15 @@ class MessageListView(APIView):
             "just before that seq. With neither: the latest page. Results are always ascending by seq."
         ),
         parameters=[MessagePageQuerySerializer],
-        responses={200: MessagePageSerializer, **error_responses(400, 404)},
+        responses={
+            200: MessagePageSerializer,
+            **error_responses(
+                400, 404, notes={400: "Also when `after` and `before` are both given (`field`: `before`)."}
+            ),
+        },
     )
     def get(self, request, conversation_id: int):
-        query = validated(MessagePageQuerySerializer, request.query_params)
+        query = validated(MessagePageQuerySerializer, query_of(request))
         page = selectors.messages_page(request.user, conversation_id, **query)
         body = message_page_data(page, after=query.get("after"), before=query.get("before"))
         return Response(MessagePageSerializer(body).data)
@@ -177,7 +227,17 @@ class MessageListView(APIView):
             "Reusing a client_msg_id in another conversation is 409 `client_msg_id_conflict`."
         ),
         request=MessageSendSerializer,
-        responses={201: MessageSerializer, 200: MessageSerializer, **error_responses(400, 404, 409)},
+        responses={
+            201: MessageSerializer,
+            200: MessageSerializer,
+            **error_responses(
+                400,
+                404,
+                409,
+                415,
+                notes={400: "Also when `reply_to` is not a message of this conversation (`field`: `reply_to`)."},
+            ),
+        },
     )
     def post(self, request, conversation_id: int):
         data = validated(MessageSendSerializer, request.data)
@@ -204,7 +264,7 @@ class MessageDetailView(APIView):
             "A deleted message answers 409 `message_deleted`. Sending the current body again succeeds unchanged."
         ),
         request=MessageEditSerializer,
-        responses={200: MessageSerializer, **error_responses(400, 403, 404, 409)},
+        responses={200: MessageSerializer, **error_responses(400, 403, 404, 409, 415)},
     )
     def patch(self, request, conversation_id: int, message_id: int):
         data = validated(MessageEditSerializer, request.data)
@@ -243,6 +303,6 @@ class ChangeListView(APIView):
         responses={200: ChangesPageSerializer, **error_responses(400, 404)},
     )
     def get(self, request, conversation_id: int):
-        query = validated(ChangesQuerySerializer, request.query_params)
+        query = validated(ChangesQuerySerializer, query_of(request))
         page = selectors.changes_after(request.user, conversation_id, after=query["after"], limit=query.get("limit"))
         return Response(ChangesPageSerializer(changes_page_data(page, after=query["after"])).data)

@@ -4,6 +4,10 @@ Domain errors from services keep their stable code; DRF's own errors
 (validation, authentication, throttling) are mapped onto the same shape.
 """
 
+from django.conf import settings
+from django.http import HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -44,3 +48,23 @@ def _validation_body(detail) -> dict:
         return body
     errors = detail if isinstance(detail, list) else [detail]
     return {"code": "invalid", "message": str(errors[0]) if errors else "Invalid input."}
+
+
+@csrf_exempt
+def unrouted(request, *args, **kwargs):
+    """Any path under /api/ that no endpoint matches, whatever the method: the
+    documented JSON 404 instead of Django's HTML page.
+
+    Routed last, so it also takes the paths CommonMiddleware would redirect with
+    APPEND_SLASH; it keeps doing that for GET and HEAD (`/api/v1/docs` to
+    `/api/v1/docs/`)."""
+    path = request.path_info
+    if settings.APPEND_SLASH and request.method in ("GET", "HEAD") and not path.endswith("/"):
+        try:
+            match = resolve(path + "/", urlconf=getattr(request, "urlconf", None))
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not unrouted:
+            return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+    body = {"code": "not_found", "message": "No API endpoint at this path."}
+    return JsonResponse(body, status=status.HTTP_404_NOT_FOUND)

@@ -36,7 +36,7 @@ class CursorView(APIView):
         summary="Mark read up to a seq",
         description="Reading implies delivery. The cursor never moves back: an older seq leaves it where it is.",
         request=SeqSerializer,
-        responses={200: ReceiptCursorSerializer, **error_responses(400, 404)},
+        responses={200: ReceiptCursorSerializer, **error_responses(400, 404, 415)},
     )
 )
 class ReadView(CursorView):
@@ -49,7 +49,7 @@ class ReadView(CursorView):
         summary="Acknowledge delivery up to a seq",
         description="The cursor never moves back: an older seq leaves it where it is.",
         request=SeqSerializer,
-        responses={200: ReceiptCursorSerializer, **error_responses(400, 404)},
+        responses={200: ReceiptCursorSerializer, **error_responses(400, 404, 415)},
     )
 )
 class DeliveredView(CursorView):

@@ -24,7 +24,6 @@ class LoginView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
     throttle_classes = [LoginRateThrottle]
-    throttle_scope = "login"
 
     @extend_schema(
         operation_id="auth_login",
@@ -32,10 +31,24 @@ class LoginView(APIView):
         description=(
             "Checks the username and password and creates a device with its own token. "
             "The token is returned only here; each device logs in once and can be revoked alone. "
-            "Wrong credentials answer 400 with code `invalid_credentials`. Rate limited per client address."
+            "Wrong credentials answer 400 with code `invalid_credentials`. Rate limited per client address "
+            "and per username (docs/protocol.md §16)."
         ),
         request=LoginSerializer,
-        responses={201: LoginResultSerializer, **error_responses(400, 429, authenticated=False)},
+        responses={
+            201: LoginResultSerializer,
+            **error_responses(
+                400,
+                415,
+                429,
+                authenticated=False,
+                notes={
+                    400: "Also when the username and password match no active user: code `invalid_credentials`.",
+                    429: "`throttled`, with Retry-After in seconds: too many attempts from this client address "
+                    "(LOGIN_RATE_PER_ADDRESS), or for this username from all addresses (LOGIN_RATE_PER_USERNAME).",
+                },
+            ),
+        },
         auth=[],
     )
     def post(self, request):

@@ -251,6 +251,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
     # Scoped limits only: views opt in with `throttle_scope`. Counted in the default cache.
+    # The login rates are read from the environment at the end of this module.
     "DEFAULT_THROTTLE_RATES": {"login": "20/min"},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
@@ -348,3 +349,37 @@ WS_MAX_CONNECTIONS_PER_USER = env.int("WS_MAX_CONNECTIONS_PER_USER", default=20)
 # Conversations others may add one user to per hour (429 rate_limited past it);
 # moderators in the admin are not limited.
 MEMBER_ADDS_PER_HOUR = env.int("MEMBER_ADDS_PER_HOUR", default=60)
+
+# Client addresses and the login limits (README "Configuration" and its proxy paragraph;
+# docs/protocol.md §16). X-Forwarded-For is read only through this many proxies in
+# front of the server, each appending the address it was connected from: the N-th
+# entry from the right is the client's. 0 (the default): the TCP peer, the header ignored.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more.")
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXY_COUNT
+
+
+def checked_rate(var: str, rate: str) -> str:
+    """A DRF rate, "<count>/<s|min|hour|day>", checked here rather than on the first login."""
+    count, _, period = rate.replace(" ", "").partition("/")
+    if not (count.isdigit() and int(count) > 0 and period[:1] in ("s", "m", "h", "d")):
+        raise ImproperlyConfigured(f"{var} must look like 20/min (a count per s, min, hour or day), not {rate!r}.")
+    return f"{int(count)}/{period}"
+
+
+# Login attempts per client address, and per username from all addresses together.
+# One address alone stays below the per-username rate, so locking a user out takes
+# several addresses, each held to the per-address rate (devices/throttles.py).
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    **REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+    "login": checked_rate("LOGIN_RATE_PER_ADDRESS", env.str("LOGIN_RATE_PER_ADDRESS", default="20/min")),
+    "login_username": checked_rate("LOGIN_RATE_PER_USERNAME", env.str("LOGIN_RATE_PER_USERNAME", default="30/min")),
+}
+
+# Request bodies are JSON only: form encodings cannot say null, numbers or lists the
+# way the OpenAPI schema does, so other content types answer 415 unsupported_media_type.
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = ["rest_framework.parsers.JSONParser"]
+
+# The OpenAPI generator: drf-spectacular's, stating the text rules requests are held to.
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "core.openapi.AutoSchema"

@@ -1,8 +1,12 @@
-"""URL map: the admin, the REST API under /api/v1/, its OpenAPI schema and docs."""
+"""URL map: the admin, the REST API under /api/v1/, its OpenAPI schema and docs.
+
+A path under /api/ that matches no endpoint answers the JSON 404 of core.api_errors."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from core.api_errors import unrouted
 
 api_v1 = [
     path("", include("devices.urls")),
@@ -16,4 +20,6 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    # Everything else under /api/ is a JSON 404, like every other REST error.
+    re_path(r"^api(?:/|$)", unrouted),
 ]

@@ -18,7 +18,7 @@ def _users_by_id(user_ids) -> dict:
     users = {u.pk: u for u in get_user_model().objects.filter(pk__in=set(user_ids), is_active=True)}
     missing = sorted(set(user_ids) - set(users))
     if missing:
-        raise InvalidInput(f"No such users: {missing}.", field="member_ids")
+        raise InvalidInput("member_ids must all be ids of existing users.", field="member_ids")
     return users
 
 
