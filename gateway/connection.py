@@ -12,12 +12,12 @@ is in each conversation, so log events are held and replayed after the sync.
 import collections
 import logging
 import time
-import uuid
 
 from django.conf import settings
 
 from conversations.models import Change
 from core.events import BATCH_KIND, conversation_group, presence_group, user_group
+from presence.services import new_connection_id
 
 from . import close_codes, transport
 from .inbox import Inbox
@@ -40,7 +40,7 @@ class DeviceConnection:
         self.user_id = device.user_id
         self.device = device
         # Names this connection in presence, which a newer connection of the device takes over.
-        self.connection_id = uuid.uuid4().hex
+        self.connection_id = new_connection_id()
         self.typing = Typing(self)
         self.groups: set[str] = set()
         self.streams: dict[int, ConversationStream] = {}

@@ -6,6 +6,8 @@ under a row lock on the user's presence and says whether it changed, so the
 caller broadcasts real changes only.
 """
 
+import time
+import uuid
 from datetime import timedelta
 
 from django.db import transaction
@@ -27,14 +29,29 @@ def clean_status(status) -> str:
 
 @transaction.atomic
 def device_online(*, device, connection_id: str, status: str = Status.ONLINE) -> bool:
-    """The device's connection is up (or its device set a status); this connection now owns it."""
+    """The device's connection is up (or its device set a status); this connection
+    now owns it, unless a newer connection of the device already does.
+
+    Connection ids sort by the time the connection was opened (see
+    `new_connection_id`): a reconnecting device's old connection may write after
+    its new one (both writes wait on the database pool), and must not take the
+    device back, or its close would then take the device offline under the
+    connection that is still up."""
     status = clean_status(status)
     now = timezone.now()
-    DevicePresence.objects.update_or_create(
-        device_id=device.pk,
-        defaults={"status": status, "connection_id": connection_id, "last_heartbeat_at": now, "updated_at": now},
-    )
+    DevicePresence.objects.get_or_create(device_id=device.pk)
+    row = DevicePresence.objects.select_for_update().get(device_id=device.pk)
+    if row.connection_id > connection_id:
+        return False
+    row.status, row.connection_id, row.last_heartbeat_at, row.updated_at = status, connection_id, now, now
+    row.save(update_fields=["status", "connection_id", "last_heartbeat_at", "updated_at"])
     return _recompute(device.user_id, now)
+
+
+def new_connection_id() -> str:
+    """A connection's id in presence: the time it opened (16 hex digits of
+    nanoseconds, so ids sort by time) and 16 random hex digits."""
+    return f"{time.time_ns():016x}{uuid.uuid4().hex[:16]}"
 
 
 @transaction.atomic

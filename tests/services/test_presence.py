@@ -10,7 +10,7 @@ from core.errors import InvalidInput
 from devices.services import revoke_device
 from presence.models import DevicePresence, UserPresence
 from presence.selectors import contacts_of, presences_for
-from presence.services import device_offline, device_online, expire_stale, refresh
+from presence.services import device_offline, device_online, expire_stale, new_connection_id, refresh
 
 pytestmark = pytest.mark.django_db
 
@@ -38,10 +38,25 @@ def test_the_highest_device_status_wins(make_user, make_device):
 def test_an_older_connection_closing_leaves_the_newer_one_online(make_user, make_device):
     user = make_user()
     device, _ = make_device(user)
-    device_online(device=device, connection_id="old")
-    device_online(device=device, connection_id="new")
-    assert device_offline(device=device, connection_id="old") is False
+    old, new = new_connection_id(), new_connection_id()
+    device_online(device=device, connection_id=old)
+    device_online(device=device, connection_id=new)
+    assert device_offline(device=device, connection_id=old) is False
     assert status_of(user) == "online"
+
+
+def test_an_older_connection_writing_late_does_not_take_the_device_back(make_user, make_device):
+    """A device reconnects while its old connection's online write still waits:
+    the old one writes last, then closes. The device stays online under the new."""
+    user = make_user()
+    device, _ = make_device(user)
+    old, new = new_connection_id(), new_connection_id()
+    assert old < new
+    assert device_online(device=device, connection_id=new) is True
+    assert device_online(device=device, connection_id=old) is False
+    assert device_offline(device=device, connection_id=old) is False
+    assert status_of(user) == "online"
+    assert DevicePresence.objects.get(device=device).connection_id == new
 
 
 def test_only_settable_statuses(make_user, make_device):
