@@ -15,10 +15,6 @@ password is right) or on two parameters together. Each such answer is a 400
 whose code, field and message are listed here and described in the operation's
 400 response; any other 400 to a schema-valid request still fails the test.
 
-A second test runs workflows: sequences of requests linked through their answers
-(schemathesis infers the links from the schema), with the same checks plus those
-only sequences allow (a deleted resource stays gone, a created one can be read).
-
 The authenticated operations run as alice with a device token; the database
 holds a few users, conversations, messages and devices with fixed ids, and the
 generated ids are drawn from those most of the time, so the requests reach the
@@ -31,7 +27,6 @@ import pytest
 import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import run_state_machine_as_test
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
@@ -45,10 +40,6 @@ TOKEN = secrets.token_urlsafe(32)  # alice's device; created anew for each test
 # Generated requests per operation, besides the coverage phase's boundary cases
 # (which do not depend on it): bounds the run to about a minute.
 MAX_EXAMPLES = 20
-# Workflows of linked requests (an id one answer returns, used by the next), and
-# their length: about half a minute more.
-MAX_WORKFLOWS = 20
-WORKFLOW_STEPS = 8
 
 CONFIG = SchemathesisConfig.from_dict(
     {
@@ -154,41 +145,3 @@ def test_the_api_keeps_to_its_schema(case, world):
     response = case.call()
     excluded = [positive_data_acceptance] if is_documented_refusal(case, response) else []
     case.validate_response(response, excluded_checks=excluded)
-
-
-class APIWorkflow(schema.as_state_machine()):
-    """Sequences of requests linked through their answers (create a conversation,
-    then read, rename or post to it; send a message, then edit or delete it), with
-    the checks only such sequences can make: a deleted resource stays gone, a
-    created one can be read back."""
-
-    def setup(self):
-        # Each workflow starts logged in: an earlier one may have logged out or
-        # revoked the device, or spent the login limits.
-        Device.objects.filter(token_hash=hash_token(TOKEN)).update(revoked_at=None)
-        clear_cache()
-
-    def validate_response(self, response, case, additional_checks=None, **kwargs):
-        excluded = [positive_data_acceptance] if is_documented_refusal(case, response) else []
-        case.validate_response(
-            response,
-            additional_checks=additional_checks,
-            excluded_checks=excluded,
-            transport_kwargs=kwargs or None,
-            recorder=self.recorder,
-        )
-
-
-@pytest.mark.django_db(transaction=True, reset_sequences=True)
-def test_workflows_keep_to_the_schema(world):
-    run_state_machine_as_test(
-        APIWorkflow,
-        settings=settings(
-            max_examples=MAX_WORKFLOWS,
-            stateful_step_count=WORKFLOW_STEPS,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        ),
-    )
