@@ -7,6 +7,10 @@ stream.py      one conversation's ordered, gapless, exactly-once stream to a dev
 hub.py         the process-local fan-out: one channel-layer subscription per process
 upkeep.py      the hub's periodic work: heartbeats, group refresh, reconciliation, presence
 drain.py       closing every connection on SIGTERM before the server exits
+admission.py   how many handshakes and syncs a process takes on at once
+inbox.py       a connection's requests: admitted under its limits, run in order
+limits.py      token buckets per connection and per user
+transport.py   how much output a client has not read yet, and dropping it
 requests.py    the requests a device may send, each calling a service
 typing.py      one connection's typing indicators (never stored)
 frames.py      encoding replies and errors; decoding requests
