@@ -224,3 +224,46 @@ class Device:
 
     def seqs(self, conversation_id) -> list[int]:
         return [f["seq"] for f in self.events(conversation_id) if "seq" in f]
+
+
+class LayerSpy:
+    """Every log event published to a conversation's group, taken from the
+    channel layer itself (through Redis: an in-memory layer is this process's own)."""
+
+    def __init__(self, conversation_id: int):
+        from core.events import conversation_group
+
+        self.group = conversation_group(conversation_id)
+        self.messages: list[dict] = []
+
+    async def __aenter__(self):
+        from channels.layers import get_channel_layer
+
+        self.layer = get_channel_layer()
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(self.group, self.channel)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.layer.group_discard(self.group, self.channel)
+
+    async def _take(self, timeout: float) -> None:
+        message = await asyncio.wait_for(self.layer.receive(self.channel), timeout)
+        if message.get("seq") is not None:  # log events only, not receipts or typing
+            self.messages.append(message)
+
+    async def until_seq(self, seq: int, timeout: float = FRAME_TIMEOUT) -> None:
+        while not any(m["seq"] == seq for m in self.messages):
+            await self._take(timeout)
+
+    async def drain(self, quiet: float) -> None:
+        """Take what still arrives, until nothing has for `quiet` seconds: a
+        duplicate published late would show up here."""
+        try:
+            while True:
+                await self._take(quiet)
+        except TimeoutError:
+            pass
+
+    def seqs(self) -> list[int]:
+        return [m["seq"] for m in self.messages]

@@ -21,14 +21,12 @@ import urllib.request
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 
 from conversations.models import Change
 from conversations.services import create_conversation, send_message
-from core.events import conversation_group
 
 from . import orm_writes
-from .harness import Device, started_on_first_use
+from .harness import Device, LayerSpy, started_on_first_use
 
 db = database_sync_to_async
 
@@ -231,30 +229,6 @@ async def test_service_writes_and_orm_writes_arrive_once_each(orm_server, accoun
     await phone.close()
 
 
-class LayerSpy:
-    """Every channel-layer message published to a conversation's group (Redis only:
-    an in-memory layer is the test process's own)."""
-
-    def __init__(self, conversation_id: int):
-        self.group = conversation_group(conversation_id)
-        self.seqs: list[int] = []
-
-    async def __aenter__(self):
-        self.layer = get_channel_layer()
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(self.group, self.channel)
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.layer.group_discard(self.group, self.channel)
-
-    async def until_seq(self, seq: int, timeout: float = 10) -> None:
-        while seq not in self.seqs:
-            message = await asyncio.wait_for(self.layer.receive(self.channel), timeout)
-            if message.get("seq") is not None:  # log events only
-                self.seqs.append(message["seq"])
-
-
 @pytest.mark.redis
 async def test_a_service_write_is_published_exactly_once(orm_server, account, orm):
     cid, alice, bob, phone = await room(orm_server, account)
@@ -263,15 +237,8 @@ async def test_a_service_write_is_published_exactly_once(orm_server, account, or
         await orm("create_message", conversation_id=cid, sender_id=bob.pk, body="orm")
         await db(send_message)(sender=alice, conversation_id=cid, client_msg_id="svc-2", body="service")
         await spy.until_seq(4)
-        await asyncio.sleep(0.5)  # room for a late duplicate
-        while True:
-            try:
-                message = await asyncio.wait_for(spy.layer.receive(spy.channel), 0.2)
-            except TimeoutError:
-                break
-            if message.get("seq") is not None:
-                spy.seqs.append(message["seq"])
-    assert spy.seqs == [2, 3, 4]
+        await spy.drain(quiet=0.7)
+    assert spy.seqs() == [2, 3, 4]
     await phone.wait_for(event_at(cid, 4))
     assert phone.seqs(cid) == [2, 3, 4]
     await phone.close()

@@ -22,7 +22,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, connections
 
@@ -30,9 +29,9 @@ from conversations.listener import conninfo_from_settings
 from conversations.models import Change, Message
 from conversations.payloads import message_payload
 from conversations.services import create_conversation, send_message
-from core.events import conversation_group, dumps
+from core.events import dumps
 
-from .harness import ROOT, Device, database_url
+from .harness import ROOT, Device, LayerSpy, database_url
 
 # PostgreSQL's triggers and NOTIFY; the listener process publishes to the server through Redis.
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -99,32 +98,6 @@ async def listener(server, tmp_path):
     status = process.stop()
     assert status == 0, process.output()  # SIGTERM is a clean exit
     assert "listener stopped" in process.output()
-
-
-class LayerSpy:
-    """Every channel-layer message published to a conversation's group."""
-
-    def __init__(self, conversation_id: int):
-        self.group = conversation_group(conversation_id)
-        self.messages: list[dict] = []
-
-    async def __aenter__(self):
-        self.layer = get_channel_layer()
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(self.group, self.channel)
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.layer.group_discard(self.group, self.channel)
-
-    async def until_seq(self, seq: int, timeout: float = WAIT) -> None:
-        while not any(m["seq"] == seq for m in self.messages):
-            message = await asyncio.wait_for(self.layer.receive(self.channel), timeout)
-            if message.get("seq") is not None:  # log events only, not receipts or typing
-                self.messages.append(message)
-
-    def seqs(self) -> list[int]:
-        return [m["seq"] for m in self.messages]
 
 
 def is_event(conversation_id, seq):
