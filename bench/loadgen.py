@@ -390,6 +390,7 @@ class Stats:
     out_of_order: int = 0
     warmup_deliveries: int = 0
     send_errors: dict = field(default_factory=dict)
+    retried_sends: int = 0  # sends refused with a retry hint (rate_limited) and sent again
     unexpected_closes: list = field(default_factory=list)
     first_send_ns: int | None = None
     last_delivery_ns: int | None = None
@@ -408,6 +409,8 @@ class Client:
         self.seen: set = set()
         self.last_seq: int | None = None
         self.pending: dict[str, int] = {}  # ref -> send time (ns), for acks
+        self.unacked: dict[str, str] = {}  # ref -> the frame sent, to send again after a retry hint
+        self.retries: set = set()  # resends waiting for their hint
         self.waiters: dict[str, asyncio.Future] = {}  # ref -> future, for handshake replies
         self.first_frame: asyncio.Future | None = None
         self.closing = False
@@ -461,11 +464,21 @@ class Client:
                 if kind[0] == "delivery":
                     self._delivery(now, kind[1], kind[2])
                 elif kind[0] == "ack":
+                    self.unacked.pop(kind[1], None)
                     sent = self.pending.pop(kind[1], None)
                     if sent is not None:
                         stats.ack_ns.append(now - sent)
                 elif kind[0] == "error":
+                    retry_after = kind[3] if len(kind) > 3 else None
+                    if retry_after is not None and kind[1] in self.unacked:
+                        # Refused for rate, not run: the same frame (same client_msg_id)
+                        # again after the hint, as a client should; latency keeps counting
+                        # from the first send.
+                        stats.retried_sends += 1
+                        self._send_later(retry_after, self.unacked[kind[1]])
+                        continue
                     self.pending.pop(kind[1], None)
+                    self.unacked.pop(kind[1], None)
                     stats.send_errors[kind[2]] = stats.send_errors.get(kind[2], 0) + 1
         except websockets.ConnectionClosed:
             pass
@@ -475,6 +488,15 @@ class Client:
                 stats.unexpected_closes.append(
                     {"device": self.spec.index, "code": code, "reason": self.ws.close_reason}
                 )
+
+    def _send_later(self, delay: float, text: str) -> None:
+        async def send() -> None:
+            await asyncio.sleep(delay)
+            if not self.closing:
+                await self.ws.send(text)
+
+        self.retries.add(task := asyncio.ensure_future(send()))
+        task.add_done_callback(self.retries.discard)
 
     def _delivery(self, now: int, body: str, seq) -> None:
         stats = self.stats
@@ -558,7 +580,10 @@ async def sender_loop(client: Client, i: int, args, t0: float, tally: SendTally,
                 stats.first_send_ns = sent_ns
         else:
             tally.warmup_sent += 1
-        await client.ws.send(protocol.send_frame(ref, f"bench-{i}-{k}", body))
+        frame = protocol.send_frame(ref, f"bench-{i}-{k}", body)
+        if measured:
+            client.unacked[ref] = frame
+        await client.ws.send(frame)
         tally.max_lag_s = max(tally.max_lag_s, time.perf_counter() - scheduled)
         k += 1
 
@@ -715,6 +740,7 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
         "acked": len(acks),
         "unacked": unacked,
         "send_errors": stats.send_errors,
+        "retried_sends": stats.retried_sends,
         "expected_deliveries": expected,
         "deliveries": stats.deliveries,
         "lost": expected - stats.deliveries,

@@ -114,7 +114,8 @@ class GatewayProtocol(Protocol):
         if kind == "ok":
             return ("ack", frame.get("ref"))
         if kind == "error":
-            return ("error", frame.get("ref"), frame.get("code"))
+            details = frame.get("details") or {}
+            return ("error", frame.get("ref"), frame.get("code"), details.get("retry_after"))
         return None
 
     def heartbeat_frame(self, ref):
