@@ -35,6 +35,7 @@ JOINING_KINDS = {Change.Kind.CONVERSATION_CREATED, Change.Kind.MEMBER_ADDED}
 class DeviceConnection:
     def __init__(self, consumer, hub, device):
         self.consumer = consumer
+        self.transport = transport.transport_of(consumer)
         self.hub = hub
         self.device_id = device.pk
         self.user_id = device.user_id
@@ -66,14 +67,14 @@ class DeviceConnection:
         syncs, and the log gives it what it missed."""
         if self.closed:
             return
-        queued = transport.queued_bytes(self.consumer)
+        queued = transport.queued_bytes(self.transport)
         if queued > settings.WS_MAX_OUTBOUND_BYTES // 2 and droppable:
             self.dropped_frames += 1
             return
         if queued > settings.WS_MAX_OUTBOUND_BYTES:
             logger.warning("device %s is not reading (%d bytes queued); closing", self.device_id, queued)
             await self.close(close_codes.TOO_FAR_BEHIND, "too slow; reconnect and sync")
-            transport.abort(self.consumer)
+            transport.abort(self.transport)
             return
         await self.consumer.send(text_data=text)
 

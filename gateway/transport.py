@@ -15,7 +15,9 @@ import functools
 MAX_WRAPPERS = 4
 
 
-def _transport(consumer):
+def transport_of(consumer):
+    """The Twisted transport under a consumer, or None. Found once per
+    connection: it does not change while the connection lasts."""
     send = getattr(consumer, "base_send", None)
     for _ in range(MAX_WRAPPERS):
         if isinstance(send, functools.partial):
@@ -25,17 +27,15 @@ def _transport(consumer):
     return None
 
 
-def queued_bytes(consumer) -> int:
-    transport = _transport(consumer)
+def queued_bytes(transport) -> int:
     if transport is None:
         return 0
     buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
     return buffered + getattr(transport, "_tempDataLen", 0)
 
 
-def abort(consumer) -> None:
+def abort(transport) -> None:
     """Drop the TCP connection now, without a close handshake the client would
     never read (its close frame would sit behind the unread backlog)."""
-    transport = _transport(consumer)
     if transport is not None and hasattr(transport, "abortConnection"):
         transport.abortConnection()

@@ -126,5 +126,5 @@ async def test_a_client_that_does_not_read_loses_state_events_first_then_the_con
     assert bool(consumer.closes) is closed
     if closed:
         assert consumer.closes == [(close_codes.TOO_FAR_BEHIND, "too slow; reconnect and sync")]
-        assert consumer.base_send.args[0].transport.aborted
+        assert connection.transport.aborted
     assert connection.dropped_frames == (1 if not state_sent else 0)
