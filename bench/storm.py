@@ -1128,16 +1128,7 @@ class ChatSocket(Device):
         while time.monotonic() < deadline:
             tally.attempts += 1
             try:
-                self.closing = False
-                self.ws = await storm_client.websockets.connect(
-                    self.url(),
-                    additional_headers=self.headers(),
-                    compression=None,
-                    proxy=None,
-                    open_timeout=timeout,
-                    ping_interval=None,
-                    close_timeout=2,
-                )
+                await self._open(timeout)
                 self.reader = asyncio.create_task(self._read())
                 self.live = True
                 return True

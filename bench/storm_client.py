@@ -178,7 +178,9 @@ class Device:
         tally.gave_up += 1
         return False
 
-    async def _attempt(self, timeout: float, cursors: bool) -> None:
+    async def _open(self, timeout: float, **options) -> None:
+        """Open the socket: no compression, proxy or library pings (the
+        protocol has its own heartbeats), a bounded open and close."""
         self.closing = False
         self.ws = await websockets.connect(
             self.url(),
@@ -188,9 +190,11 @@ class Device:
             open_timeout=timeout,
             ping_interval=None,
             close_timeout=2,
-            max_size=2**24,
-            max_queue=64,
+            **options,
         )
+
+    async def _attempt(self, timeout: float, cursors: bool) -> None:
+        await self._open(timeout, max_size=2**24, max_queue=64)
         try:
             text = await asyncio.wait_for(self.ws.recv(), timeout)
         except websockets.ConnectionClosed as closed:
@@ -413,17 +417,7 @@ class Sender(Device):
     async def connect_sender(self, tally: Tally, deadline: float, timeout: float) -> bool:
         self.tally = tally
         self.deadline = deadline
-        self.closing = False
-        self.ws = await websockets.connect(
-            self.url(),
-            additional_headers=self.headers(),
-            compression=None,
-            proxy=None,
-            open_timeout=timeout,
-            ping_interval=None,
-            close_timeout=2,
-            max_size=2**24,
-        )
+        await self._open(timeout, max_size=2**24)
         hello = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
         if hello.get("type") != "hello":
             raise RuntimeError(f"sender {self.index}: expected hello, got {hello}")
