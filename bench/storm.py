@@ -359,6 +359,13 @@ class Environment:
             "DB_POOL_MAX_SIZE": str(args.db_pool_max),
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
+            # The senders are one user standing for every user that writes: the
+            # per-user request limit (60/s) would otherwise throttle the backlog
+            # and close the senders (4430) before the storm.
+            "WS_RATE_PER_USER": "100000",
+            "WS_RATE_BURST_PER_USER": "100000",
+            "WS_RATE_PER_CONNECTION": "100000",
+            "WS_RATE_BURST_PER_CONNECTION": "100000",
         }
         for item in args.server_env:
             key, _, value = item.partition("=")

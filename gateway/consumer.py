@@ -15,6 +15,7 @@ from . import close_codes, frames
 from .auth import Refused, identify, is_active
 from .connection import DeviceConnection
 from .hub import Hub
+from .transport import is_gone, transport_of
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,17 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if hub.draining:
             await self.close(code=close_codes.GOING_AWAY, reason="server shutting down; reconnect")
             return
-        if hub.admission.full():
+        if not await hub.admission.enter():
             overloaded = frames.Overloaded(retry_after=hub.admission.retry_after())
             await self.send(text_data=frames.error(None, overloaded))
             await self.close(code=close_codes.GOING_AWAY, reason="overloaded; retry later")
             return
-        with hub.admission.admitted():
-            await self._set_up(hub)
+        try:
+            # A device that gave up while waiting its turn costs nothing more.
+            if not is_gone(transport_of(self)):
+                await self._set_up(hub)
+        finally:
+            hub.admission.leave()
 
     async def _set_up(self, hub) -> None:
         try:

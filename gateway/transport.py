@@ -34,6 +34,11 @@ def queued_bytes(transport) -> int:
     return buffered + getattr(transport, "_tempDataLen", 0)
 
 
+def is_gone(transport) -> bool:
+    """The client's socket is closed or closing (no transport: cannot tell, so no)."""
+    return bool(getattr(transport, "disconnected", False) or getattr(transport, "disconnecting", False))
+
+
 def abort(transport) -> None:
     """Drop the TCP connection now, without a close handshake the client would
     never read (its close frame would sit behind the unread backlog)."""

@@ -321,9 +321,12 @@ RECEIPT_COALESCE_SECONDS = env.float("RECEIPT_COALESCE_SECONDS", default=0.5)
 TYPING_TIMEOUT = env.float("TYPING_TIMEOUT", default=6.0)
 
 # Storms (documented in docs/protocol.md).
-# Handshakes and syncs a process sets up at once; past it a new connection gets
-# an `overloaded` error with a retry hint (1-2 x WS_OVERLOAD_RETRY_SECONDS) and 4503.
+# Handshakes and syncs a process sets up at once; up to WS_MAX_CONNECT_QUEUE more
+# handshakes wait their turn (at most WS_CONNECT_QUEUE_TIMEOUT); past that a new
+# connection gets an `overloaded` error with a retry hint and 4503.
 WS_MAX_CONNECTING = env.int("WS_MAX_CONNECTING", default=100)
+WS_MAX_CONNECT_QUEUE = env.int("WS_MAX_CONNECT_QUEUE", default=2000)
+WS_CONNECT_QUEUE_TIMEOUT = env.float("WS_CONNECT_QUEUE_TIMEOUT", default=20.0)
 WS_OVERLOAD_RETRY_SECONDS = env.float("WS_OVERLOAD_RETRY_SECONDS", default=1.0)
 # Presence goes live through conversations of at most this many members; beyond
 # that, only to the connections that subscribed to the user (presence.subscribe).
