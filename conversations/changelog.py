@@ -194,6 +194,26 @@ def take_next_seq(conversation: Conversation) -> int:
     return conversation.last_seq
 
 
+def lock_and_take_next_seq(conversation_id) -> int:
+    """Row-lock the conversation and reserve its next seq in one statement
+    (UPDATE ... RETURNING), for the send path: the lock is held from here to
+    commit, so what runs after this should be a few statements. NotFound for
+    a conversation that does not exist."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("lock_and_take_next_seq must run inside transaction.atomic")
+    if not is_id(conversation_id):
+        raise NotFound("Conversation not found.")
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq",
+            [conversation_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("Conversation not found.")
+    return row[0]
+
+
 def _pk(value):
     return getattr(value, "pk", value)
 
@@ -207,15 +227,16 @@ def record_change(
     actor=None,
     message=None,
 ) -> Change:
-    """Record the change at a seq taken with `take_next_seq` and publish it after commit.
+    """Record the change at a seq taken with `take_next_seq` (or
+    `lock_and_take_next_seq`) and publish it after commit.
 
-    `actor` and `message` are a user and a message, or their ids."""
-    if seq != conversation.last_seq:
+    `conversation`, `actor` and `message` are model instances or their ids."""
+    if isinstance(conversation, Conversation) and seq != conversation.last_seq:
         raise RuntimeError("record_change must use the seq just taken for this conversation")
     # Round-trip through JSON so the stored payload and the live frame agree exactly.
     stored_payload = json.loads(dumps(payload))
     change = Change.objects.create(
-        conversation=conversation,
+        conversation_id=_pk(conversation),
         seq=seq,
         kind=kind,
         payload=stored_payload,

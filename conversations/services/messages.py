@@ -23,11 +23,11 @@ from core.errors import (
 from ..access import active_membership
 from ..changelog import (
     append_change,
+    lock_and_take_next_seq,
     lock_conversation,
     logged_by_caller,
     record_change,
     redact_logged_bodies,
-    take_next_seq,
 )
 from ..models import Change, Message, MessageEdit
 from ..payloads import message_payload
@@ -48,7 +48,8 @@ def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_
     try:
         return _send(sender, conversation_id, client_msg_id, body, reply_to_id, device)
     except IntegrityError:
-        # The same client_msg_id committed concurrently to another conversation.
+        # A retry: (sender, client_msg_id) is unique, so the first send's row
+        # refused this one and the whole transaction, seq included, rolled back.
         original = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
         if original is None:
             raise
@@ -57,18 +58,18 @@ def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_
 
 @logged_by_caller()
 def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> SendResult:
-    conversation = lock_conversation(conversation_id)
+    """The send's transaction. Everything after the first statement runs under
+    the conversation's row lock, and every send to the conversation waits for
+    it, so it is kept to a few statements: take the lock and the seq, check
+    the membership (after the lock, so a removal that committed meanwhile is
+    seen), insert the message (its unique client_msg_id is the idempotency
+    check), insert the change."""
+    seq = lock_and_take_next_seq(conversation_id)
     active_membership(sender, conversation_id)
-    # Checked under the lock: a concurrent retry into this conversation has committed by now.
-    original = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
-    if original is not None:
-        return _retry_result(original, conversation_id)
-    if reply_to_id is not None and not Message.objects.filter(pk=reply_to_id, conversation=conversation).exists():
+    if reply_to_id is not None and not Message.objects.filter(pk=reply_to_id, conversation_id=conversation_id).exists():
         raise InvalidInput("reply_to is not a message of this conversation.", field="reply_to")
-
-    seq = take_next_seq(conversation)
     message = Message.objects.create(
-        conversation=conversation,
+        conversation_id=conversation_id,
         sender=sender,
         sender_device=device,
         client_msg_id=client_msg_id,
@@ -77,7 +78,7 @@ def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> 
         seq=seq,
     )
     record_change(
-        conversation, seq, Change.Kind.MESSAGE_CREATED, message_payload(message), actor=sender, message=message
+        conversation_id, seq, Change.Kind.MESSAGE_CREATED, message_payload(message), actor=sender, message=message
     )
     return SendResult(message=message, created=True)
 

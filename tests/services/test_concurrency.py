@@ -2,13 +2,17 @@
 publishing only what commits. These need PostgreSQL's row locks (and Redis for
 the publish test): SQLite serializes all writers and would prove nothing."""
 
+import threading
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 
-from conversations.models import Change, Message
+from conversations.changelog import lock_conversation
+from conversations.models import Change, Membership, Message
 from conversations.services import create_conversation, send_message
+from core.errors import NotFound
 from core.events import conversation_group
 from delivery.models import ReceiptCursor
 from delivery.services import mark_read
@@ -99,3 +103,61 @@ async def test_a_rolled_back_write_publishes_nothing(make_user):
     assert '"client_msg_id":"kept"' in event["text"]
     assert not await database_sync_to_async(Message.objects.filter(client_msg_id="lost").exists)()
     await layer.group_discard(conversation_group(conversation.pk), channel)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_send_waiting_on_a_removal_of_its_sender_is_refused(make_user):
+    """The send takes the conversation's lock and its seq in one statement; the
+    membership is checked in the next one, so a removal that committed while the
+    send waited for the lock is seen, and nothing is stored."""
+    alice, bob = make_user(), make_user()
+    conversation, _ = create_conversation(creator=alice, kind="group", member_ids=[bob.pk])
+    locked, send_waits = threading.Event(), threading.Event()
+    outcome = {}
+
+    def remove_bob_while_holding_the_lock():
+        try:
+            with transaction.atomic():
+                lock_conversation(conversation.pk)
+                Membership.objects.filter(conversation=conversation, user=bob).update(is_active=False)
+                locked.set()
+                assert send_waits.wait(10)
+        finally:
+            connection.close()
+
+    def send_as_bob():
+        try:
+            assert locked.wait(10)
+            send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="late", body="after removal")
+            outcome["result"] = "sent"
+        except NotFound:
+            outcome["result"] = "not found"
+        finally:
+            connection.close()
+
+    remover, sender = threading.Thread(target=remove_bob_while_holding_the_lock), threading.Thread(target=send_as_bob)
+    remover.start()
+    sender.start()
+    assert locked.wait(10)
+    # The send is blocked on the conversation's row lock before the remover commits.
+    with connection.cursor() as cursor:
+        for _ in range(1000):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE%%last_seq%%'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError("the send never waited for the lock")
+    send_waits.set()
+    remover.join(10)
+    sender.join(10)
+    assert outcome == {"result": "not found"}
+    assert not Message.objects.filter(sender=bob).exists()
+    # The seq the refused send took was rolled back: the log has no gap.
+    conversation.refresh_from_db()
+    seqs = list(Change.objects.filter(conversation=conversation).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, conversation.last_seq + 1))
+    assert not Change.objects.filter(conversation=conversation, kind="message.created").exists()
