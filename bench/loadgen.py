@@ -734,6 +734,13 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
         if a is not None and b is not None:
             cpu[f"{name}_s"] = round(b - a, 2)
             cpu[f"{name}_cores"] = round((b - a) / window, 2)
+    # CPU per unit of work: the servers' CPU in the measured window over the
+    # messages sent in it and their deliveries (drain included, so a saturated
+    # server's figures are a lower bound).
+    measured = stats.deliveries
+    if "servers_s" in cpu and measured:
+        cpu["servers_us_per_delivery"] = round(cpu["servers_s"] / measured * 1e6, 1)
+        cpu["servers_us_per_message"] = round(cpu["servers_s"] / max(tally.sent, 1) * 1e6, 1)
     unacked = sum(len(c.pending) for c in clients)
     return {
         "sent": tally.sent,

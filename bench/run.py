@@ -30,6 +30,7 @@ import io
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -215,10 +216,18 @@ def drop_database(args) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.db_name)))
 
 
+# One key per run of this script: the servers run as in production (DEBUG off).
+SECRET_KEY = secrets.token_urlsafe(50)
+
+
 def server_env(args) -> dict:
+    """What a deployment would set: production settings (DEBUG off, a secret
+    key, allowed hosts), the benchmark's database and Redis, quiet logs."""
     env = {
         "DJANGO_SETTINGS_MODULE": "realtime_sync.settings",
-        "DEBUG": "1",
+        "DEBUG": "0",
+        "SECRET_KEY": SECRET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_URL": pg_url(args, args.db_name),
         "REDIS_URL": redis_url(args),
         "DB_POOL_MIN_SIZE": "2",
