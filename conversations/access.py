@@ -7,6 +7,7 @@ so membership cannot be probed.
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from core.errors import InvalidInput, NotFound, PermissionDenied, RateLimited
@@ -27,6 +28,23 @@ def active_membership(user, conversation_id) -> Membership:
     if membership is None:
         raise NotFound("Conversation not found.")
     return membership
+
+
+def require_active_member(user, conversation_id) -> None:
+    """NotFound unless the user is an active member: the send path's check, an
+    EXISTS query with no rows to build (a send runs it under the conversation's
+    lock, so it must be cheap)."""
+    if not (is_id(conversation_id) and _is_active_member(user.pk, conversation_id)):
+        raise NotFound("Conversation not found.")
+
+
+def _is_active_member(user_id: int, conversation_id: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {Membership._meta.db_table} WHERE conversation_id = %s AND user_id = %s AND is_active",
+            [conversation_id, user_id],
+        )
+        return cursor.fetchone() is not None
 
 
 def require_manager(membership: Membership, action: str) -> None:

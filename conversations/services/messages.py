@@ -20,7 +20,7 @@ from core.errors import (
     VersionConflict,
 )
 
-from ..access import active_membership
+from ..access import active_membership, require_active_member
 from ..changelog import (
     append_change,
     lock_and_take_next_seq,
@@ -65,7 +65,7 @@ def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> 
     seen), insert the message (its unique client_msg_id is the idempotency
     check), insert the change."""
     seq = lock_and_take_next_seq(conversation_id)
-    active_membership(sender, conversation_id)
+    require_active_member(sender, conversation_id)
     if reply_to_id is not None and not Message.objects.filter(pk=reply_to_id, conversation_id=conversation_id).exists():
         raise InvalidInput("reply_to is not a message of this conversation.", field="reply_to")
     message = Message.objects.create(
