@@ -4,6 +4,7 @@ consumer.py    the Channels consumer: handshake, frames in, close
 auth.py        who is connecting (token header, token query, session) and from where
 connection.py  one device's connection: which conversations it follows
 stream.py      one conversation's ordered, gapless, exactly-once stream to a device
+log_reads.py   reads of the change log shared by the process's streams
 hub.py         the process-local fan-out: one channel-layer subscription per process
 upkeep.py      the hub's periodic work: heartbeats, group refresh, reconciliation, presence
 drain.py       closing every connection on SIGTERM before the server exits

@@ -15,7 +15,7 @@ from django.utils import timezone
 from conversations import services as conversation_services
 from conversations.changelog import change_event
 from conversations.payloads import message_payload
-from conversations.selectors import changes_after, changes_in_ranges
+from conversations.selectors import changes_after
 from conversations.validation import clean_non_negative_int, is_id
 from core.db import on_db_pool
 from core.errors import InvalidInput, NotFound
@@ -26,6 +26,7 @@ from presence.selectors import visible_presences
 from presence.services import clean_status
 
 from . import frames
+from .log_reads import load_ranges
 
 # Conversations whose log one query of a sync reads.
 SYNC_READ_BATCH = 100
@@ -140,10 +141,11 @@ async def _sync(connection, cursors: dict[int, int]) -> dict:
         connection.untrack(conversation_id)
     # Every stream is subscribed: one read of the log per batch of conversations
     # now misses nothing, since whatever commits after it arrives live.
+    last_seqs = {resume.conversation_id: resume.last_seq for resume in plan.resumes}
     for start in range(0, len(streams), SYNC_READ_BATCH):
         batch = streams[start : start + SYNC_READ_BATCH]
         ranges = {stream.conversation_id: stream.first_read() for stream in batch}
-        changes = await on_db_pool(changes_in_ranges)(ranges)
+        changes = await load_ranges(ranges, last_seqs)
         for stream in batch:
             stream.start(changes.get(stream.conversation_id, []))
     await connection.release_held()

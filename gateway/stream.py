@@ -21,19 +21,15 @@ import logging
 
 from django.conf import settings
 
-from conversations.changelog import change_event
 from conversations.models import Change
-from conversations.selectors import changes_between
-from core.db import on_db_pool
 
 from . import frames
+from .log_reads import load_changes
 
 logger = logging.getLogger(__name__)
 
 REFILL_BATCH = 200
 MAX_EMPTY_REFILLS = 3
-
-load_changes = on_db_pool(changes_between)
 
 
 class ConversationStream:
@@ -123,8 +119,14 @@ class ConversationStream:
                 if prefetched is not None:
                     changes, prefetched = prefetched, None
                 else:
+                    # Held events tell how far the log goes: a read another stream of
+                    # the conversation made a moment ago may serve if it reaches that far.
                     changes = await load_changes(
-                        self.conversation_id, self.cursor, until=self.until, limit=REFILL_BATCH
+                        self.conversation_id,
+                        self.cursor,
+                        until=self.until,
+                        limit=REFILL_BATCH,
+                        needed_through=min(self._held) - 1 if self._held else None,
                     )
                 for change in changes:
                     if self.ended:
@@ -133,8 +135,7 @@ class ConversationStream:
                         continue
                     if change.seq > self.cursor + 1:
                         await self._reset_at(change.seq - 1)
-                    event = change_event(change)
-                    await self._emit(change.seq, event.text(), change.kind, event.meta)
+                    await self._emit(change.seq, change.text, change.kind, change.meta)
                 await self._release_held()
                 if not self._held and len(changes) < REFILL_BATCH:
                     return

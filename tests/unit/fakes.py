@@ -7,6 +7,7 @@ from conversations.changelog import change_event
 from conversations.models import Change
 from core.events import Event
 from gateway.limits import UserBuckets
+from gateway.log_reads import logged
 
 WAIT_SECONDS = 2.0  # how long a test waits for something that should happen at once
 
@@ -64,7 +65,9 @@ class FakeLog:
         for c in changes:
             self.changes.setdefault(c.conversation_id, {})[c.seq] = c
 
-    async def load(self, conversation_id: int, after: int, *, until: int | None = None, limit: int) -> list[Change]:
+    async def load(
+        self, conversation_id: int, after: int, *, until: int | None = None, limit: int, needed_through=None
+    ) -> list:
         self.reads.append((conversation_id, after, until, limit))
         self.read_started.set()
         if self.gate is not None:
@@ -73,7 +76,7 @@ class FakeLog:
             self.failures -= 1
             raise RuntimeError("the database went away")
         seqs = sorted(s for s in self.changes.get(conversation_id, {}) if s > after and (until is None or s <= until))
-        return [self.changes[conversation_id][s] for s in seqs[:limit]]
+        return [logged(self.changes[conversation_id][s]) for s in seqs[:limit]]
 
 
 class FakeStreamConnection:

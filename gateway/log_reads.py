@@ -1,0 +1,177 @@
+"""Reads of the change log, shared by every connection of the process.
+
+The devices of one conversation on one process ask for the same changes at
+the same moment: a late or swapped live event opens the same gap in all of
+their streams at once, and after a network blip the members of a room come
+back with the same cursor. Read one by one, that is one query, one set of
+model instances and one JSON encoding per device: at 50 messages/s into 100
+devices, the gap refills of a single swap were a fifth of the process's time.
+So a read is shared: the same read already running, or made within the last
+REUSE_SECONDS, serves the others, frames already encoded.
+
+The log only grows, so an earlier read of a range may lack what committed
+since. A result is therefore reused only by a reader that says how far it
+knows the log goes (`needed_through`: the seq before the event a stream is
+holding, the last seq a sync's plan read) and only when the result reaches
+that far (or was cut at its limit); anyone else reads for themselves. A
+delete redacts earlier bodies in place: a read made moments before one can be
+served up to REUSE_SECONDS after it, and its device then gets the delete too.
+"""
+
+import asyncio
+import time
+import weakref
+from typing import NamedTuple
+
+from conversations.changelog import change_event
+from conversations.selectors import changes_between, changes_in_ranges
+from core.db import on_db_pool
+
+REUSE_SECONDS = 2.0
+MAX_KEPT_READS = 5000
+
+
+class LoggedChange(NamedTuple):
+    """One change of the log as a stream sends it: the frame is encoded once."""
+
+    conversation_id: int
+    seq: int
+    kind: str
+    text: str
+    meta: dict
+
+
+def logged(change) -> LoggedChange:
+    event = change_event(change)
+    return LoggedChange(change.conversation_id, change.seq, change.kind, event.text(), event.meta)
+
+
+@on_db_pool
+def _read_between(conversation_id, after, until, limit) -> list[LoggedChange]:
+    return [logged(c) for c in changes_between(conversation_id, after, until=until, limit=limit)]
+
+
+@on_db_pool
+def _read_ranges(ranges: dict[int, tuple[int, int]]) -> dict[int, list[LoggedChange]]:
+    return {cid: [logged(c) for c in found] for cid, found in changes_in_ranges(ranges).items()}
+
+
+def reaches(changes: list[LoggedChange], after: int, limit: int, needed_through: int | None) -> bool:
+    """Whether a read of up to `limit` changes after `after` holds everything up
+    to `needed_through` (it does when it was cut at its limit)."""
+    if needed_through is None:
+        return False
+    return len(changes) >= limit or (changes[-1].seq if changes else after) >= needed_through
+
+
+class SharedReads:
+    def __init__(self):
+        self._kept: dict[tuple, tuple[float, list[LoggedChange]]] = {}
+        self._running: dict[tuple, asyncio.Future] = {}
+
+    async def between(
+        self, conversation_id: int, after: int, *, until: int | None, limit: int, needed_through: int | None = None
+    ) -> list[LoggedChange]:
+        """Up to `limit` changes after `after` (and up to `until`), ascending."""
+        key = ("between", conversation_id, after, until, limit)
+        if needed_through is not None:
+            found = self._fresh(key)
+            if found is not None and reaches(found, after, limit, needed_through):
+                return found
+            running = self._running.get(key)
+            if running is not None:
+                try:
+                    found = await asyncio.shield(running)
+                except asyncio.CancelledError:
+                    if not running.cancelled() or asyncio.current_task().cancelling():
+                        raise
+                    found = None  # the stream that was reading stopped
+                if found is not None and reaches(found, after, limit, needed_through):
+                    return found
+        read = _read_between(conversation_id, after, until, limit)
+        if key in self._running:  # a read that could not serve this one: read alone
+            found = await read
+            self._keep(key, found)
+            return found
+        return await self._lead(key, read)
+
+    async def _lead(self, key, read) -> list[LoggedChange]:
+        """Make a read others of the same key can wait for."""
+        future = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            found = await read
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as error:
+            future.set_exception(error)
+            future.exception()  # marked retrieved: the waiters, if any, raise it too
+            raise
+        finally:
+            del self._running[key]
+        future.set_result(found)
+        self._keep(key, found)
+        return found
+
+    async def ranges(
+        self, ranges: dict[int, tuple[int, int]], needed_through: dict[int, int]
+    ) -> dict[int, list[LoggedChange]]:
+        """For each conversation id -> (after, up_to): its changes in that range,
+        ascending. A range read moments ago that reaches `needed_through[id]` is
+        reused; the rest is one query."""
+        found: dict[int, list[LoggedChange]] = {}
+        missing: dict[int, tuple[int, int]] = {}
+        for conversation_id, (after, up_to) in ranges.items():
+            kept = self._fresh(("range", conversation_id, after, up_to))
+            needed = min(up_to, needed_through.get(conversation_id, up_to))
+            if kept is not None and reaches(kept, after, up_to - after, needed):
+                found[conversation_id] = kept
+            else:
+                missing[conversation_id] = (after, up_to)
+        if missing:
+            read = await _read_ranges(missing)
+            for conversation_id, (after, up_to) in missing.items():
+                changes = read.get(conversation_id, [])
+                self._keep(("range", conversation_id, after, up_to), changes)
+                found[conversation_id] = changes
+        return found
+
+    def _fresh(self, key) -> list[LoggedChange] | None:
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        if kept[0] < time.monotonic():
+            del self._kept[key]
+            return None
+        return kept[1]
+
+    def _keep(self, key, changes: list[LoggedChange]) -> None:
+        now = time.monotonic()
+        if len(self._kept) >= MAX_KEPT_READS:
+            self._kept = {k: v for k, v in self._kept.items() if v[0] >= now}
+            if len(self._kept) >= MAX_KEPT_READS:
+                self._kept.clear()
+        self._kept[key] = (now + REUSE_SECONDS, changes)
+
+
+_per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedReads]" = weakref.WeakKeyDictionary()
+
+
+def shared_reads() -> SharedReads:
+    """The running event loop's (one per server process)."""
+    loop = asyncio.get_running_loop()
+    reads = _per_loop.get(loop)
+    if reads is None:
+        reads = _per_loop[loop] = SharedReads()
+    return reads
+
+
+async def load_changes(
+    conversation_id: int, after: int, *, until: int | None = None, limit: int, needed_through: int | None = None
+):
+    return await shared_reads().between(conversation_id, after, until=until, limit=limit, needed_through=needed_through)
+
+
+async def load_ranges(ranges: dict[int, tuple[int, int]], needed_through: dict[int, int]):
+    return await shared_reads().ranges(ranges, needed_through)

@@ -1,0 +1,135 @@
+"""Shared reads of the change log, without a database: one read for many
+streams asking the same at once, reuse for a moment after, failures and
+cancellations passed on correctly."""
+
+import asyncio
+
+import pytest
+
+from gateway import log_reads
+from gateway.log_reads import SharedReads, logged
+
+from .fakes import change
+
+
+class CountingLog:
+    """Stands in for the two database reads; a read waits for `gate` when set."""
+
+    def __init__(self):
+        self.between_reads: list[tuple] = []
+        self.range_reads: list[dict] = []
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+        self.last_seq: int | None = None  # where the log ends, for range reads
+
+    async def between(self, conversation_id, after, until, limit):
+        self.between_reads.append((conversation_id, after, until, limit))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("the database went away")
+        return [logged(change(conversation_id, seq)) for seq in range(after + 1, after + 4)]
+
+    async def ranges(self, ranges):
+        self.range_reads.append(dict(ranges))
+        ends = {
+            cid: up_to if self.last_seq is None else min(up_to, self.last_seq) for cid, (_, up_to) in ranges.items()
+        }
+        return {
+            cid: [logged(change(cid, seq)) for seq in range(after + 1, ends[cid] + 1)]
+            for cid, (after, _) in ranges.items()
+        }
+
+
+@pytest.fixture
+def log(monkeypatch):
+    fake = CountingLog()
+    monkeypatch.setattr(log_reads, "_read_between", fake.between)
+    monkeypatch.setattr(log_reads, "_read_ranges", fake.ranges)
+    return fake
+
+
+async def test_the_same_read_asked_by_many_streams_at_once_is_made_once(log):
+    reads = SharedReads()
+    log.gate = asyncio.Event()
+    waiting = [asyncio.create_task(reads.between(7, 10, until=None, limit=200, needed_through=13)) for _ in range(50)]
+    await asyncio.sleep(0)
+    log.gate.set()
+    results = await asyncio.gather(*waiting)
+    assert log.between_reads == [(7, 10, None, 200)]
+    assert all([c.seq for c in r] == [11, 12, 13] for r in results)
+    assert results[0][0].text.startswith('{"type":"event"')
+
+
+async def test_a_read_is_reused_for_a_moment_then_made_again(log, monkeypatch):
+    reads = SharedReads()
+    now = [100.0]
+    monkeypatch.setattr(log_reads.time, "monotonic", lambda: now[0])
+    await reads.between(7, 10, until=None, limit=200, needed_through=13)
+    await reads.between(7, 10, until=None, limit=200, needed_through=13)
+    assert len(log.between_reads) == 1
+    await reads.between(7, 11, until=None, limit=200, needed_through=13)  # another cursor: another read
+    assert len(log.between_reads) == 2
+    now[0] += log_reads.REUSE_SECONDS + 0.1
+    await reads.between(7, 10, until=None, limit=200, needed_through=13)
+    assert len(log.between_reads) == 3
+
+
+async def test_a_failed_read_fails_its_waiters_and_is_not_kept(log):
+    reads = SharedReads()
+    log.gate, log.fail = asyncio.Event(), True
+    waiting = [asyncio.create_task(reads.between(7, 10, until=None, limit=200, needed_through=13)) for _ in range(3)]
+    await asyncio.sleep(0)
+    log.gate.set()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    log.fail, log.gate = False, None
+    assert [c.seq for c in await reads.between(7, 10, until=None, limit=200, needed_through=13)] == [11, 12, 13]
+    assert len(log.between_reads) == 2
+
+
+async def test_when_the_reading_stream_stops_a_waiting_one_reads_for_itself(log):
+    reads = SharedReads()
+    log.gate = asyncio.Event()
+    leader = asyncio.create_task(reads.between(7, 10, until=None, limit=200, needed_through=13))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(reads.between(7, 10, until=None, limit=200, needed_through=13))
+    await asyncio.sleep(0)
+    leader.cancel()
+    await asyncio.sleep(0)
+    log.gate.set()
+    assert [c.seq for c in await follower] == [11, 12, 13]
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert len(log.between_reads) == 2
+
+
+async def test_a_read_that_does_not_reach_what_the_reader_knows_is_not_reused(log):
+    """The log grew since: a device that knows of seq 20 must not get a read
+    that stopped at 13, nor one who says nothing of how far the log goes."""
+    reads = SharedReads()
+    await reads.between(7, 10, until=None, limit=200, needed_through=13)
+    assert [c.seq for c in await reads.between(7, 10, until=None, limit=200, needed_through=20)] == [11, 12, 13]
+    await reads.between(7, 10, until=None, limit=200)
+    assert len(log.between_reads) == 3
+    # A read cut at its limit holds everything up to where it stops.
+    await reads.between(8, 0, until=None, limit=3, needed_through=1)
+    await reads.between(8, 0, until=None, limit=3, needed_through=500)
+    assert len(log.between_reads) == 4
+
+
+async def test_ranges_read_only_what_was_not_read_a_moment_ago(log):
+    reads = SharedReads()
+    first = await reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6})
+    assert {cid: [c.seq for c in found] for cid, found in first.items()} == {1: [1, 2], 2: [6]}
+    second = await reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1})
+    assert {cid: [c.seq for c in found] for cid, found in second.items()} == {1: [1, 2], 3: [1]}
+    assert log.range_reads == [{1: (0, 2), 2: (5, 6)}, {3: (0, 1)}]
+
+
+async def test_a_range_read_before_the_log_grew_is_read_again(log):
+    reads = SharedReads()
+    log.last_seq = 1
+    assert [c.seq for c in (await reads.ranges({1: (0, 200)}, {1: 1}))[1]] == [1]
+    await reads.ranges({1: (0, 200)}, {1: 4})  # a later sync knows the log reaches 4
+    assert len(log.range_reads) == 2
