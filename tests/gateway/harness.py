@@ -2,15 +2,15 @@
 
 `ServerProcess` runs Daphne on a free port against the test database and the
 test Redis, exactly as in production; on a fresh machine, against the SQLite
-test database file, with an in-memory channel layer of its own. `Device` is a
-WebSocket client that keeps every frame it receives, so tests can assert on
-what reached which device.
+test database file, with an in-memory channel layer of its own. `Device` is the
+Python client's `Connection` (clients/python) keeping every frame it receives,
+so tests can assert on what reached which device; tests of reconnection use the
+client's `Client` itself.
 """
 
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import signal
 import socket
@@ -20,8 +20,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-import websockets
 from django.conf import settings
+from realtime_sync_client import Connection, ConnectionClosed
 
 ROOT = Path(__file__).resolve().parents[2]
 FRAME_TIMEOUT = 10.0
@@ -123,62 +123,39 @@ def started_on_first_use(**env):
             started.stop()
 
 
-class Closed(Exception):
-    def __init__(self, code, reason):
-        super().__init__(f"closed with {code}: {reason}")
-        self.code, self.reason = code, reason
+# A refused or closed connection: `.code` is the close code (Daphne sends no reason).
+Closed = ConnectionClosed
 
 
-class Device:
-    """One device's WebSocket connection; every frame it receives is kept."""
+class Device(Connection):
+    """One device's connection, built on the Python client's `Connection`,
+    keeping every frame it receives so tests can assert on what reached which
+    device. Its `request` consumes the frames before the reply from the inbox
+    (they stay in `frames`), so `next_frame` goes on after the reply."""
 
     _refs = itertools.count(1)
 
     def __init__(self, url: str, token: str | None = None, *, name: str = "", headers=None, query: str = ""):
-        self.url = url + (f"?{query}" if query else "")
+        headers = dict(headers or {})
+        use_header = bool(token) and "Authorization" not in headers and not query
+        super().__init__(url + (f"?{query}" if query else ""), token=token if use_header else None, headers=headers)
         self.token = token
         self.name = name
-        self.headers = dict(headers or {})
-        if token and "Authorization" not in self.headers and not query:
-            self.headers["Authorization"] = f"Bearer {token}"
-        self.ws = None
         self.frames: list[dict] = []  # everything received, in order
-        self.hello: dict | None = None
-        self._inbox: asyncio.Queue = asyncio.Queue()
-        self._reader: asyncio.Task | None = None
-        self.close_code = None
-        self.close_reason = None
-        self._closed = asyncio.Event()
+
+    def frame_received(self, frame: dict) -> None:
+        self.frames.append(frame)
+        super().frame_received(frame)
 
     async def connect(self, *, expect_hello: bool = True) -> "Device":
-        self.ws = await websockets.connect(self.url, additional_headers=self.headers, max_size=2**22)
-        self._closed.clear()
-        self._reader = asyncio.create_task(self._read())
+        await self.open(wait_for_hello=False)
         if expect_hello:
             self.hello = await self.next_frame()
             assert self.hello["type"] == "hello", self.hello
         return self
 
-    async def _read(self):
-        try:
-            async for text in self.ws:
-                frame = json.loads(text)
-                self.frames.append(frame)
-                await self._inbox.put(frame)
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self.close_code = self.ws.close_code
-            self.close_reason = self.ws.close_reason
-            self._closed.set()
-            await self._inbox.put(None)
-
     async def next_frame(self, timeout: float = FRAME_TIMEOUT) -> dict:
-        frame = await asyncio.wait_for(self._inbox.get(), timeout)
-        if frame is None:
-            await self._inbox.put(None)
-            raise Closed(self.close_code, self.close_reason)
-        return frame
+        return await self.recv(timeout)
 
     async def wait_for(self, predicate, timeout: float = FRAME_TIMEOUT) -> dict:
         """The next frame matching `predicate` (frames before it stay in self.frames)."""
@@ -198,22 +175,11 @@ class Device:
     async def request(self, type_: str, timeout: float = FRAME_TIMEOUT, **fields) -> dict:
         """Send a request and return its reply (`ok`, `pong` or `error`)."""
         ref = f"{self.name or 'r'}-{next(self._refs)}"
-        await self.ws.send(json.dumps({"type": type_, "ref": ref, **fields}))
+        await self.send({"type": type_, "ref": ref, **fields})
         return await self.wait_for(lambda f: f.get("ref") == ref and f["type"] in ("ok", "pong", "error"), timeout)
 
-    async def send_raw(self, text: str) -> None:
-        await self.ws.send(text)
-
-    async def wait_closed(self, timeout: float = FRAME_TIMEOUT) -> int:
-        await asyncio.wait_for(self._closed.wait(), timeout)
-        return self.close_code
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-            await self.wait_closed()
-        if self._reader is not None:
-            await self._reader
+    async def wait_closed(self, timeout: float = FRAME_TIMEOUT) -> int | None:
+        return await super().wait_closed(timeout)
 
     def events(self, conversation_id=None) -> list[dict]:
         return [

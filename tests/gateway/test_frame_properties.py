@@ -32,7 +32,6 @@ import time
 from itertools import count
 
 import pytest
-import websockets
 from django.db import connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -217,10 +216,7 @@ class Session:
     @staticmethod
     async def _request(device: Device, data: str | bytes) -> dict:
         """Send a frame (bytes as a binary frame) and wait for the next reply."""
-        try:
-            await device.ws.send(data)
-        except websockets.ConnectionClosed:
-            raise Closed(device.ws.close_code, device.ws.close_reason) from None
+        await device.send_raw(data)  # raises Closed when the connection has gone
         return await device.wait_for(lambda f: f["type"] in ("ok", "pong", "error"), REPLY_TIMEOUT)
 
     def assert_serving(self) -> None:

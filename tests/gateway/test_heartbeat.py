@@ -68,7 +68,7 @@ async def test_a_silent_device_is_closed_after_the_timeout(heartbeat_server, mak
     silent = await Device(heartbeat_server.url, token, name="silent").connect()
     code = await silent.wait_closed(timeout=HEARTBEAT_TIMEOUT + 5)
     elapsed = time.monotonic() - started
-    assert code == close_codes.HEARTBEAT_TIMEOUT, (code, silent.close_reason)
+    assert code == close_codes.HEARTBEAT_TIMEOUT, code
     # Not before the timeout (measured from before the handshake, so never shorter
     # than the server's own measure), and not much after it (the sweep runs every timeout/4).
     assert HEARTBEAT_TIMEOUT <= elapsed < HEARTBEAT_TIMEOUT + 3, elapsed

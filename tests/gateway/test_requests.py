@@ -126,7 +126,7 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(server, acco
     assert (no_type["code"], no_type["ref"], no_type["field"]) == ("invalid_frame", "no-type", "type")
     await phone.send_raw(json.dumps({"type": "ping", "ref": {"an": "object"}}))
     assert (await next_error(phone))["field"] == "ref"
-    await phone.ws.send(b"\x00binary")
+    await phone.send_raw(b"\x00binary")
     assert (await next_error(phone))["code"] == "invalid_frame"
     oversized = json.dumps({"type": "send", "ref": "big", "body": "x" * 70000})
     await phone.send_raw(oversized)

@@ -22,7 +22,6 @@ import time
 
 import psycopg
 import pytest
-import websockets
 from channels.db import database_sync_to_async
 
 from conversations.models import Change, Conversation, Message
@@ -98,7 +97,7 @@ class PipelinedSender:
             }
             try:
                 await self.device.send_raw(json.dumps(frame))
-            except websockets.ConnectionClosed:
+            except Closed:
                 return
             await asyncio.sleep(SEND_PACE)
 
@@ -229,8 +228,8 @@ class Draining:
         finally:
             await self.lock.release()
             for device in self.devices:
-                if device.ws is not None and device.close_code is None:
-                    await device.ws.close()
+                if device.ws is not None and not device.closed:
+                    await device.close()
             for server in (self.first, self.second):
                 if server is not None:
                     await asyncio.to_thread(server.stop)

@@ -137,9 +137,8 @@ class StressDevice:
         if self.rng.random() < 0.5:
             await connection.close()
         else:  # the network goes away: no close handshake
-            connection.ws.transport.abort()
+            connection.abort()
             await connection.wait_closed()
-            await connection._reader
 
     # Writing
 

@@ -160,7 +160,7 @@ class Connection:
     # Sending
 
     async def send(self, frame: Mapping[str, Any]) -> None:
-        await self.send_raw(json.dumps(frame, ensure_ascii=False))
+        await self.send_raw(json.dumps(frame))  # ASCII escapes: any string, even a lone surrogate, is sendable
 
     async def send_raw(self, data: str | bytes) -> None:
         """Send a text (str) or binary (bytes) frame exactly as given."""
