@@ -178,6 +178,7 @@ class Client:
         self._presence_subscription: list[int] | None = None
         self._typing: dict[int, asyncio.Task[None]] = {}
         self._exchanges: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self._cursor_moved = asyncio.Event()  # set and replaced on every cursor move
 
     # Life cycle
 
@@ -501,6 +502,14 @@ class Client:
     def _move_cursor(self, conversation_id: int, seq: int) -> None:
         self._cursors[conversation_id] = seq
         self.cursor_store.save(self._cursors)
+        self._cursor_moved.set()
+        self._cursor_moved = asyncio.Event()
+
+    async def until_applied(self, conversation_id: int, seq: int) -> None:
+        """Wait until the change `seq` of the conversation has been applied (e.g.
+        the event of one's own send, which may come after its reply)."""
+        while self._cursors.get(conversation_id, -1) < seq:
+            await self._cursor_moved.wait()
 
     # Requests
 
