@@ -141,7 +141,10 @@ async def test_a_revoked_device_stops_the_client_and_fails_its_queued_sends(serv
 async def test_an_overloaded_server_is_retried_after_its_hint(transactional_db, account):
     _, (token,) = await account()
     retry = 0.05
-    overloaded = ServerProcess(**SHARED_SERVER_ENV, WS_MAX_CONNECTING="0", WS_OVERLOAD_RETRY_SECONDS=str(retry))
+    # Nothing is set up and nobody may wait in line: every connection is turned away at once.
+    overloaded = ServerProcess(
+        **SHARED_SERVER_ENV, WS_MAX_CONNECTING="0", WS_MAX_CONNECT_QUEUE="0", WS_OVERLOAD_RETRY_SECONDS=str(retry)
+    )
     await asyncio.to_thread(overloaded.start)
     disconnects = Collected()
     # A backoff far from the hint, so a delay taken from it could not pass for the hint.
