@@ -36,6 +36,7 @@ from django.conf import settings
 from psycopg.conninfo import make_conninfo
 
 from core.publish import send_now
+from observability import metrics
 
 from .changelog import change_event, groups_of
 from .models import Change
@@ -73,8 +74,10 @@ def conninfo_from_settings(database: dict | None = None) -> str:
 
 
 def publish_change(change: Change) -> None:
-    """Send a logged change to the groups the app sends it to."""
-    send_now(change_event(change), groups_of(change))
+    """Send a logged change to the groups the app sends it to; its log row's
+    created_at stands for its commit time (a little earlier: when its transaction began)."""
+    send_now(change_event(change).at_commit(change.created_at.timestamp()), groups_of(change))
+    metrics.LISTENER_LAG.observe(metrics.since(change.created_at.timestamp()))
 
 
 class ChangeListener:
@@ -119,12 +122,16 @@ class ChangeListener:
                 with psycopg.connect(self.conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     caught_up = self.catch_up(conn)
+                    metrics.LISTENER_CAUGHT_UP.inc(caught_up)
                     logger.info("listening on %s (caught up on %d changes)", CHANNEL, caught_up)
                     self.listening.set()
+                    metrics.LISTENER_CONNECTED.set(1)
                     delay = self.retry_initial
                     self.follow(conn)
             except psycopg.Error as error:
                 self.listening.clear()
+                metrics.LISTENER_CONNECTED.set(0)
+                metrics.LISTENER_RECONNECTS.inc()
                 if self.stop.is_set():
                     break
                 reason = " ".join(str(error).split())
@@ -141,6 +148,7 @@ class ChangeListener:
             # and returned by the next notifies() call.
             notifies = list(conn.notifies(timeout=self.poll_interval, stop_after=1))
             if notifies:
+                metrics.LISTENER_NOTIFICATIONS.inc(len(notifies))
                 self.publish_notified(conn, notifies)
                 last_query = time.monotonic()
             elif time.monotonic() - last_query > self.keepalive_interval:
@@ -210,7 +218,17 @@ class ChangeListener:
         for change_id, conversation_id, seq, kind, payload, created_at in rows:
             if change_id in self._recent:
                 continue
-            self.publish(Change(id=change_id, conversation_id=conversation_id, seq=seq, kind=kind, payload=payload))
+            self.publish(
+                Change(
+                    id=change_id,
+                    conversation_id=conversation_id,
+                    seq=seq,
+                    kind=kind,
+                    payload=payload,
+                    created_at=created_at,
+                )
+            )
+            metrics.LISTENER_PUBLISHED.inc()
             self._remember(change_id, created_at)
             published += 1
             if self.high_water_mark is None or change_id > self.high_water_mark:

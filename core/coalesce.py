@@ -13,19 +13,24 @@ import logging
 
 from asgiref.sync import async_to_sync
 
+from observability import metrics
+
 from . import server_loop
 
 logger = logging.getLogger(__name__)
 
 
 class Coalescer:
-    def __init__(self, window, flush, merge=None):
+    def __init__(self, window, flush, merge=None, *, name: str = "state"):
         """`window()` gives the seconds to wait; `flush(key, value)` is a coroutine
-        function; `merge(old, new)` folds updates (default: the newest wins)."""
+        function; `merge(old, new)` folds updates (default: the newest wins);
+        `name` labels its metrics (broadcasts sent, and coalesced away)."""
         self.window = window
         self.flush = flush
         self.merge = merge or (lambda old, new: new)
         self._pending: dict = {}
+        self._sent = metrics.BROADCASTS.labels(name)
+        self._coalesced = metrics.BROADCASTS_COALESCED.labels(name)
 
     def submit(self, key, value) -> None:
         loop = server_loop.get()
@@ -39,6 +44,7 @@ class Coalescer:
 
     def _add(self, key, value) -> None:
         if key in self._pending:
+            self._coalesced.inc()
             self._pending[key] = self.merge(self._pending[key], value)
             return
         self._pending[key] = value
@@ -46,10 +52,12 @@ class Coalescer:
 
     def _due(self, key) -> None:
         value = self._pending.pop(key)
+        self._sent.inc()
         task = asyncio.get_running_loop().create_task(self.flush(key, value))
         task.add_done_callback(_log_failure)
 
     def _flush_now(self, key, value) -> None:
+        self._sent.inc()
         try:
             async_to_sync(self.flush)(key, value)
         except Exception:
@@ -67,16 +75,20 @@ class BatchCoalescer(Coalescer):
 
     def _add(self, key, value) -> None:
         first = not self._pending
+        if key in self._pending:
+            self._coalesced.inc()
         self._pending[key] = self.merge(self._pending[key], value) if key in self._pending else value
         if first:
             asyncio.get_running_loop().call_later(self.window(), self._due_all)
 
     def _due_all(self) -> None:
         batch, self._pending = self._pending, {}
+        self._sent.inc(len(batch))
         task = asyncio.get_running_loop().create_task(self.flush(batch))
         task.add_done_callback(_log_failure)
 
     def _flush_now(self, key, value) -> None:
+        self._sent.inc()
         try:
             async_to_sync(self.flush)({key: value})
         except Exception:

@@ -6,7 +6,7 @@ seq) so a device can tell a gap and ask for it.
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -69,6 +69,11 @@ class Event:
             frame["seq"] = self.seq
         frame["payload"] = self.payload
         return frame
+
+    def at_commit(self, committed_at: float) -> "Event":
+        """This event stamped with when its change committed (time.time(), in
+        meta `committed_at`): the gateway measures delivery latency from it."""
+        return replace(self, meta={**self.meta, "committed_at": committed_at})
 
     def text(self) -> str:
         return self._text

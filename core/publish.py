@@ -5,14 +5,23 @@ is lost costs a device nothing but latency (it catches up from the log). A
 publish for a write that rolls back would be a lie, so nothing is sent before
 commit (`transaction.on_commit`). A broken channel layer is logged, never
 raised into a request whose write already committed.
+
+Each layer message carries `published_at` (wall clock, when it was handed to
+the layer) and a change's event carries `committed_at` in its meta (when its
+transaction committed, or its log row's created_at for the listener): the
+hubs measure publish-to-dispatch and commit-to-device latencies from them
+(observability/metrics.py).
 """
 
 import asyncio
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from observability import metrics
 
 from . import server_loop
 from .events import Event, batch_layer_message
@@ -48,7 +57,7 @@ def _send_on(loop, event: Event, groups: list[str]) -> None:
 
 def publish_on_commit(event: Event, groups: list[str]) -> None:
     """Send `event` to `groups` once the surrounding transaction commits."""
-    transaction.on_commit(lambda: send_now(event, groups))
+    transaction.on_commit(lambda: send_now(event.at_commit(time.time()), groups))
 
 
 async def send_async(event: Event, groups: list[str]) -> None:
@@ -58,9 +67,13 @@ async def send_async(event: Event, groups: list[str]) -> None:
         return
     text = event.text()
     for index, group in enumerate(groups):
+        message = event.layer_message(group, text)
+        message["published_at"] = time.time()
         try:
-            await layer.group_send(group, event.layer_message(group, text))
+            await layer.group_send(group, message)
+            metrics.EVENTS_PUBLISHED.inc()
         except Exception as error:
+            metrics.PUBLISH_ERRORS.inc()
             # The layer is down (it drops nothing silently otherwise): the log has
             # the change and devices catch up from it; typing and presence are
             # state that the next broadcast or a sync brings back. No traceback:
@@ -81,9 +94,13 @@ async def send_batches_async(events_by_group: dict[str, list[Event]]) -> None:
     if layer is None:
         return
     for index, (group, events) in enumerate(events_by_group.items()):
+        message = batch_layer_message(group, events)
+        message["published_at"] = time.time()
         try:
-            await layer.group_send(group, batch_layer_message(group, events))
+            await layer.group_send(group, message)
+            metrics.EVENTS_PUBLISHED.inc()
         except Exception as error:  # state, not log: the next change or a snapshot brings it back
+            metrics.PUBLISH_ERRORS.inc()
             logger.warning(
                 "publishing a batch failed (%s: %s); not sent to %d group(s)",
                 type(error).__name__,

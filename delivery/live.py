@@ -41,7 +41,7 @@ def _merge(pending: dict, moved: dict) -> dict:
     return merged
 
 
-receipts = Coalescer(lambda: settings.RECEIPT_COALESCE_SECONDS, _broadcast, _merge)
+receipts = Coalescer(lambda: settings.RECEIPT_COALESCE_SECONDS, _broadcast, _merge, name="receipts")
 
 
 def publish_receipt_on_commit(cursor) -> None:

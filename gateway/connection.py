@@ -17,6 +17,7 @@ from django.conf import settings
 
 from conversations.models import Change
 from core.events import BATCH_KIND, conversation_group, presence_group, user_group
+from observability import logs, metrics
 from presence.services import new_connection_id
 
 from . import close_codes, transport
@@ -42,6 +43,7 @@ class DeviceConnection:
         self.device = device
         # Names this connection in presence, which a newer connection of the device takes over.
         self.connection_id = new_connection_id()
+        logs.bind(connection_id=self.connection_id, device_id=self.device_id, user_id=self.user_id)
         self.typing = Typing(self)
         self.groups: set[str] = set()
         self.streams: dict[int, ConversationStream] = {}
@@ -70,6 +72,7 @@ class DeviceConnection:
         queued = transport.queued_bytes(self.transport)
         if queued > settings.WS_MAX_OUTBOUND_BYTES // 2 and droppable:
             self.dropped_frames += 1
+            metrics.FRAMES_DROPPED.inc()
             return
         if queued > settings.WS_MAX_OUTBOUND_BYTES:
             logger.warning("device %s is not reading (%d bytes queued); closing", self.device_id, queued)
@@ -77,6 +80,7 @@ class DeviceConnection:
             transport.abort(self.transport)
             return
         await self.consumer.send(text_data=text)
+        metrics.frame_out(text)
 
     def mark_closed(self) -> None:
         """Send nothing more: every stream stops where it is, queued requests are dropped."""
@@ -115,9 +119,9 @@ class DeviceConnection:
             stream.stop()
         self.hub.unsubscribe(conversation_group(conversation_id), self)
 
-    def refill_all(self) -> None:
+    def refill_all(self, reason: str) -> None:
         for stream in self.streams.values():
-            stream.refill()
+            stream.refill(reason)
 
     # Following users' presence
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.events import dumps
+from observability import metrics
 from presence import live as presence
 
 from . import close_codes, frames
@@ -37,9 +38,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await self.accept()
         hub = await Hub.running()
         if hub.draining:
+            metrics.refused("draining")
             await self.close(code=close_codes.GOING_AWAY, reason="server shutting down; reconnect")
             return
         if not await hub.admission.enter():
+            metrics.refused("overloaded")
             overloaded = frames.Overloaded(retry_after=hub.admission.retry_after())
             await self.send(text_data=frames.error(None, overloaded))
             await self.close(code=close_codes.GOING_AWAY, reason="overloaded; retry later")
@@ -55,18 +58,22 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         try:
             device = await identify(self.scope)
         except Refused as refused:
+            metrics.refused(refused.code)
             await self.close(code=refused.code, reason=refused.reason)
             return
         if hub.user_buckets.connections_of(device.user_id) >= settings.WS_MAX_CONNECTIONS_PER_USER:
+            metrics.refused(close_codes.TOO_MANY_CONNECTIONS)
             await self.send(text_data=frames.error(None, frames.TooManyConnections()))
             await self.close(code=close_codes.TOO_MANY_CONNECTIONS, reason="too many connections")
             return
         # hello first: whatever the groups joined below deliver comes after it.
         await self.send(text_data=hello(device))
+        metrics.CONNECTS.inc()
         self.connection = DeviceConnection(self, hub, device)
         await hub.attach(self.connection)
         # A revoke that committed before the device group was joined has no event here.
         if not await is_active(device.pk):
+            metrics.refused(close_codes.DEVICE_REVOKED)
             await self.connection.close(close_codes.DEVICE_REVOKED, "device revoked")
             return
         try:
@@ -80,6 +87,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await connection.inbox.accept(text_data, bytes_data)
 
     async def disconnect(self, code):
+        metrics.disconnected(code)
         connection = self.connection
         if connection is None:
             return

@@ -1,5 +1,6 @@
-"""Draining on SIGTERM: stop taking requests, let those in flight finish, then
-close every connection with "going away", and only then let the server exit."""
+"""Draining on SIGTERM: turn unready (/readyz 503), stop taking requests, let
+those in flight finish, then close every connection with "going away", and
+only then let the server exit."""
 
 import asyncio
 import logging
@@ -9,6 +10,8 @@ import threading
 import time
 
 from django.conf import settings
+
+from observability import metrics
 
 from . import close_codes
 
@@ -22,6 +25,11 @@ async def drain(hub) -> None:
     be lost; an unacknowledged send is retried by the client with the same
     client_msg_id and stays single."""
     hub.draining = True
+    metrics.DRAINING.set(1)
+    # Unready first: a load balancer probing /readyz stops sending clients here
+    # before the connections below are closed and their devices reconnect.
+    if settings.WS_DRAIN_UNREADY_SECONDS > 0:
+        await asyncio.sleep(settings.WS_DRAIN_UNREADY_SECONDS)
     await _until(lambda: not any(c.in_flight for c in hub.connections), settings.WS_SHUTDOWN_GRACE_SECONDS)
     await asyncio.gather(
         *(c.close(close_codes.GOING_AWAY, "server shutting down; reconnect") for c in list(hub.connections)),

@@ -21,6 +21,7 @@ from channels.layers import get_channel_layer
 
 from core import server_loop
 from core.events import device_group, user_group
+from observability import metrics
 
 from . import close_codes, drain, upkeep
 from .admission import Admission
@@ -61,16 +62,22 @@ class Hub:
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._recovery: asyncio.Task | None = None
+        self._receiver: asyncio.Task | None = None
 
     async def _start(self) -> None:
         # The default prefix matters: channels-redis reads all of a process's channels
         # through one shared key, "specific.<process>!".
         self.channel = await self.layer.new_channel()
         server_loop.register(asyncio.get_running_loop())
-        self.spawn(self._receive_loop())
+        self._receiver = self.spawn(self._receive_loop())
+        metrics.LAYER_UP.set(1)
         upkeep.start(self)
         drain.install_signal_handlers(self)
         self._ready.set()
+
+    def receiving(self) -> bool:
+        """Whether the layer receive loop runs (it outlives layer outages, retrying)."""
+        return self._receiver is not None and not self._receiver.done()
 
     def spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -82,12 +89,14 @@ class Hub:
 
     async def attach(self, connection) -> None:
         self.connections.add(connection)
+        metrics.CONNECTIONS_OPEN.inc()
         await self.subscribe(user_group(connection.user_id), connection)
         await self.subscribe(device_group(connection.device_id), connection)
 
     def detach(self, connection) -> None:
         if connection in self.connections:
             self.user_buckets.detach(connection.user_id)
+            metrics.CONNECTIONS_OPEN.dec()
         self.connections.discard(connection)
         for group in list(connection.groups):
             self.unsubscribe(group, connection)
@@ -153,6 +162,9 @@ class Hub:
             await self.dispatch(message)
 
     async def dispatch(self, message: dict) -> None:
+        metrics.EVENTS_DISPATCHED.inc()
+        if "published_at" in message:
+            metrics.PUBLISH_DISPATCH_LATENCY.observe(metrics.since(message["published_at"]))
         for connection in list(self._groups.get(message.get("group"), ())):
             try:
                 await connection.deliver(message)
@@ -163,6 +175,8 @@ class Hub:
     def layer_failed(self, doing: str, error: Exception) -> None:
         """Note a layer failure and make sure recovery is running. One line per
         outage, not a traceback per connection: the cause is the same."""
+        metrics.LAYER_ERRORS.labels(doing.split()[0]).inc()
+        metrics.LAYER_UP.set(0)
         if not self.layer_down:
             logger.warning("channel layer failed while %s (%s); live delivery paused, retrying", doing, error)
         self.layer_down = True
@@ -181,6 +195,8 @@ class Hub:
             except Exception:
                 backoff = min(backoff * 2, RETRY_MAX_SECONDS)
         self.layer_down = False
+        metrics.LAYER_RECOVERIES.inc()
+        metrics.LAYER_UP.set(1)
         logger.warning("channel layer is back; %d groups joined, streams refilling", len(self._joined))
         for connection in list(self.connections):
-            connection.refill_all()
+            connection.refill_all("recovery")

@@ -16,6 +16,7 @@ import time
 from django.conf import settings
 
 from core.errors import ServiceError
+from observability import logs, metrics
 
 from . import close_codes, frames
 from .limits import connection_bucket, strike_bucket
@@ -66,6 +67,7 @@ class Inbox:
         self.pending.clear()
 
     async def _refuse(self, text: str | None, error: ServiceError) -> None:
+        metrics.FRAMES_REFUSED.inc()
         await self.connection.send_text(frames.error(frames.safe_ref(text), error))
 
     async def _work(self) -> None:
@@ -83,9 +85,13 @@ class Inbox:
 async def run(connection, text: str | None, binary: bytes | None) -> None:
     """Decode one request, run its handler, and answer `ok` or `error`."""
     ref = None
+    frame_type, outcome, started = "invalid", "ok", time.perf_counter()
+    ref_token = None
     try:
         frame = frames.decode(text, binary)
         ref = frame.get("ref")
+        frame_type = frame["type"]
+        ref_token = logs.request_ref(ref)
         if connection.hub.draining:
             raise frames.ShuttingDown()
         handler = HANDLERS.get(frame["type"])
@@ -95,7 +101,14 @@ async def run(connection, text: str | None, binary: bytes | None) -> None:
         if result is not None:
             await connection.send_text(frames.ok(ref, result))
     except ServiceError as error:
+        outcome = error.code
         await connection.send_text(frames.error(ref if ref is not None else frames.safe_ref(text), error))
     except Exception:
+        outcome = frames.InternalError.code
         logger.exception("request from device %s failed", connection.device_id)
         await connection.send_text(frames.error(ref, frames.InternalError()))
+    finally:
+        metrics.frame_in(frame_type)
+        metrics.request_done(frame_type, outcome, time.perf_counter() - started)
+        if ref_token is not None:
+            logs.reset_request_ref(ref_token)

@@ -26,6 +26,7 @@ from typing import NamedTuple
 from conversations.changelog import change_event
 from conversations.selectors import changes_between, changes_in_ranges
 from core.db import on_db_pool
+from observability import metrics
 
 REUSE_SECONDS = 2.0
 MAX_KEPT_READS = 5000
@@ -48,11 +49,13 @@ def logged(change) -> LoggedChange:
 
 @on_db_pool
 def _read_between(conversation_id, after, until, limit) -> list[LoggedChange]:
+    metrics.LOG_READS.inc()
     return [logged(c) for c in changes_between(conversation_id, after, until=until, limit=limit)]
 
 
 @on_db_pool
 def _read_ranges(ranges: dict[int, tuple[int, int]]) -> dict[int, list[LoggedChange]]:
+    metrics.LOG_READS.inc()
     return {cid: [logged(c) for c in found] for cid, found in changes_in_ranges(ranges).items()}
 
 

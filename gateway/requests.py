@@ -21,6 +21,7 @@ from core.db import on_db_pool
 from core.errors import InvalidInput, NotFound
 from delivery import services as delivery_services
 from delivery.sync import plan_sync
+from observability import metrics
 from presence import live as presence
 from presence.selectors import visible_presences
 from presence.services import clean_status
@@ -134,6 +135,7 @@ async def _sync(connection, cursors: dict[int, int]) -> dict:
     streams = []
     for resume in plan.resumes:
         if resume.reset:
+            metrics.RESETS.labels(resume.reset).inc()
             await connection.send_text(frames.reset(resume.conversation_id, resume.last_seq, resume.reset))
         stream = await connection.track(resume.conversation_id, resume.cursor, until=resume.until, start=False)
         streams.append(stream)

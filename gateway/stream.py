@@ -22,6 +22,7 @@ import logging
 from django.conf import settings
 
 from conversations.models import Change
+from observability import metrics
 
 from . import frames
 from .log_reads import load_changes
@@ -48,7 +49,10 @@ class ConversationStream:
 
     async def offer(self, seq: int, text: str, kind: str, meta: dict) -> None:
         """A live event for this conversation."""
-        if self.ended or seq <= self.cursor:
+        if self.ended:
+            return
+        if seq <= self.cursor:
+            metrics.DUPLICATES.inc()
             return
         if self.live and self._refill is None and seq == self.cursor + 1:
             await self._emit(seq, text, kind, meta)
@@ -56,6 +60,8 @@ class ConversationStream:
             if not self._held:
                 self._cancel_gap_timer()
             return
+        if seq > self.cursor + 1:
+            metrics.OUT_OF_ORDER.inc()
         self._held[seq] = (text, kind, meta)
         if self.live and self._refill is None and self._gap_timer is None:
             self._gap_timer = asyncio.get_running_loop().call_later(settings.WS_GAP_GRACE_SECONDS, self._gap_persists)
@@ -63,7 +69,7 @@ class ConversationStream:
     def _gap_persists(self) -> None:
         self._gap_timer = None
         if self._held and not self.ended:
-            self.refill()
+            self.refill("gap")
 
     def _cancel_gap_timer(self) -> None:
         if self._gap_timer is not None:
@@ -78,14 +84,16 @@ class ConversationStream:
         self.live = True
         self._cancel_gap_timer()
         if self._refill is None:
-            self._refill = asyncio.get_running_loop().create_task(self._run_refill(prefetched))
+            self._refill = asyncio.get_running_loop().create_task(self._run_refill(prefetched, "catch_up"))
         return self._refill
 
-    def refill(self) -> asyncio.Task:
-        """Read the log after the cursor (unless a refill is already running)."""
+    def refill(self, reason: str) -> asyncio.Task:
+        """Read the log after the cursor (unless a refill is already running);
+        `reason` (gap, reconcile, recovery) is counted."""
         self._cancel_gap_timer()
         if self._refill is None:
-            self._refill = asyncio.get_running_loop().create_task(self._run_refill())
+            metrics.REFILLS.labels(reason).inc()
+            self._refill = asyncio.get_running_loop().create_task(self._run_refill(None, "refill"))
         return self._refill
 
     def first_read(self) -> tuple[int, int]:
@@ -108,12 +116,15 @@ class ConversationStream:
     async def _emit(self, seq: int, text: str, kind: str, meta: dict) -> None:
         self.cursor = seq
         await self.connection.send_text(text)
+        if "committed_at" in meta and not self.connection.closed:  # live events carry their commit time
+            metrics.DELIVERY_LATENCY.observe(metrics.since(meta["committed_at"]))
         removed_me = kind == Change.Kind.MEMBER_REMOVED and meta.get("user_id") == self.connection.user_id
         if removed_me or (self.until is not None and seq >= self.until):
             self.connection.untrack(self.conversation_id)
 
-    async def _run_refill(self, prefetched: list | None = None) -> None:
+    async def _run_refill(self, prefetched: list | None, reason: str) -> None:
         empty_reads = 0
+        from_log = metrics.LOG_CHANGES_SENT.labels(reason)
         try:
             while not self.ended:
                 if prefetched is not None:
@@ -136,6 +147,7 @@ class ConversationStream:
                     if change.seq > self.cursor + 1:
                         await self._reset_at(change.seq - 1)
                     await self._emit(change.seq, change.text, change.kind, change.meta)
+                    from_log.inc()
                 await self._release_held()
                 if not self._held and len(changes) < REFILL_BATCH:
                     return
@@ -169,4 +181,5 @@ class ConversationStream:
             self.connection.device_id,
         )
         self.cursor = seq
+        metrics.RESETS.labels("log_gap").inc()
         await self.connection.send_text(frames.reset(self.conversation_id, seq, "log_gap"))

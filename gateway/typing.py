@@ -13,6 +13,7 @@ from django.conf import settings
 
 from core.events import Event, conversation_group
 from core.publish import send_async
+from observability import metrics
 
 
 class Typing:
@@ -59,3 +60,4 @@ class Typing:
             meta={"user_id": self.connection.user_id},
         )
         await send_async(event, [conversation_group(conversation_id)])
+        metrics.TYPING_EVENTS.labels(state).inc()

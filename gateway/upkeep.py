@@ -69,7 +69,7 @@ async def reconcile(hub) -> None:
             continue
         for stream in streams:
             if stream.cursor < latest.get(stream.conversation_id, 0):
-                stream.refill()
+                stream.refill("reconcile")
         for connection in connections:
             if connection.device_id in revoked:
                 hub.spawn(connection.close(close_codes.DEVICE_REVOKED, "device revoked"))

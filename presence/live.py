@@ -52,7 +52,7 @@ async def _broadcast(batch: dict) -> None:
     await send_batches_async(events_by_group)
 
 
-changes = BatchCoalescer(lambda: settings.PRESENCE_COALESCE_SECONDS, _broadcast)
+changes = BatchCoalescer(lambda: settings.PRESENCE_COALESCE_SECONDS, _broadcast, name="presence")
 
 
 def announce(user_id: int) -> None:

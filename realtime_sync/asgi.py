@@ -1,6 +1,8 @@
 """ASGI entry point: HTTP (Django, the REST API, the admin) and the WebSocket gateway.
 
-Run it with Daphne: `daphne realtime_sync.asgi:application`.
+Run it with Daphne: `daphne realtime_sync.asgi:application`. The operators'
+endpoints (/healthz, /readyz, /metrics) are answered in front of Django, see
+observability/http.py.
 """
 
 import os
@@ -15,12 +17,19 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from gateway.health import readyz  # noqa: E402
+from observability import reporter  # noqa: E402
+from observability.http import Endpoints, healthz, metrics_endpoint  # noqa: E402
+
 from .routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": Endpoints(django_asgi_app, {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_endpoint}),
         # The Origin check happens in the gateway, where it can answer with a close code.
         "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# The status page's heartbeat of this process (a daemon thread; see observability/reporter.py).
+reporter.start("web")

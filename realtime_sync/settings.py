@@ -69,6 +69,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 
 INSTALLED_APPS = [
     "daphne",
+    # Before the admin: its template adds the status page to the admin's index.
+    "observability",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -290,18 +292,49 @@ if not DEBUG:
     CSRF_COOKIE_SECURE = True
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# Logs (docs/operations.md): plain text for development, one JSON object per line
+# with LOG_FORMAT=json. Everything goes to the root logger's one handler; the
+# `django` logger's own console handler (on with DEBUG) is removed, or its lines
+# would print twice.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text").strip().lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"()": "observability.logs.TextFormatter"},
+        "json": {"()": "observability.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django": {"handlers": [], "propagate": True}},
 }
+
+# Metrics and health (docs/operations.md). Each process keeps its own Prometheus
+# registry; a web process serves it at /metrics only to `Authorization: Bearer
+# METRICS_TOKEN` (404 while unset), the listener on LISTENER_METRICS_BIND.
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+LISTENER_METRICS_BIND = env.str("LISTENER_METRICS_BIND", default="127.0.0.1:9101")
+# /readyz gives each of its checks (database, Redis) at most this long.
+HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
+# The admin's status page: every process reports its figures every STATUS_REPORT_SECONDS
+# (0: never) into the database; the page shows rates and latencies over the last
+# STATUS_WINDOW_SECONDS and flags a delivery p99 above STATUS_DELIVERY_P99_TARGET.
+STATUS_REPORT_SECONDS = env.float("STATUS_REPORT_SECONDS", default=10.0)
+STATUS_WINDOW_SECONDS = env.float("STATUS_WINDOW_SECONDS", default=300.0)
+STATUS_DELIVERY_P99_TARGET = env.float("STATUS_DELIVERY_P99_TARGET", default=0.25)
 
 # The WebSocket gateway (documented in docs/protocol.md; the hello frame announces them).
 WS_HEARTBEAT_INTERVAL = env.float("WS_HEARTBEAT_INTERVAL", default=25.0)
 WS_HEARTBEAT_TIMEOUT = env.float("WS_HEARTBEAT_TIMEOUT", default=60.0)
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=65536)
 WS_SHUTDOWN_GRACE_SECONDS = env.float("WS_SHUTDOWN_GRACE_SECONDS", default=10.0)
+# On SIGTERM, how long a process stays up answering /readyz with 503 (and new
+# connections with 4503) before it closes its connections, so a load balancer
+# has stopped sending it clients by the time they reconnect.
+WS_DRAIN_UNREADY_SECONDS = env.float("WS_DRAIN_UNREADY_SECONDS", default=0.0)
 # Past this many missed changes a conversation is answered with "reset" (reload it over REST).
 SYNC_MAX_CHANGES = env.int("SYNC_MAX_CHANGES", default=500)
 # How long a stream waits for a missing seq to arrive live before reading it from the log.

@@ -1,12 +1,15 @@
-"""URL map: the admin, the REST API under /api/v1/, its OpenAPI schema and docs.
+"""URL map: the admin (with its service status page), the REST API under /api/v1/,
+its OpenAPI schema and docs.
 
-A path under /api/ that matches no endpoint answers the JSON 404 of core.api_errors."""
+A path under /api/ that matches no endpoint answers the JSON 404 of core.api_errors.
+/healthz, /readyz and /metrics are answered before Django (realtime_sync/asgi.py)."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.api_errors import unrouted
+from observability.views import status_page
 
 api_v1 = [
     path("", include("devices.urls")),
@@ -18,6 +21,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/status/", status_page, name="realtime-status"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     # Everything else under /api/ is a JSON 404, like every other REST error.

@@ -2,7 +2,8 @@
 
 Runs the listener of `conversations.listener` until SIGTERM or SIGINT, then
 exits with status 0. In production it is the Procfile's `listener` process;
-one per database is enough.
+one per database is enough. Its metrics are served on LISTENER_METRICS_BIND
+(or --metrics-bind; empty: none), and it reports to the admin's status page.
 """
 
 import logging
@@ -14,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from conversations.listener import ChangeListener, conninfo_from_settings
+from observability import exporter, reporter
 
 logger = logging.getLogger("conversations.listener")
 
@@ -32,12 +34,24 @@ class Command(BaseCommand):
             help="On start and after a reconnect, also publish plain-SQL changes created this long "
             "before the listener last heard the database (default 300; re-publishing is harmless).",
         )
+        parser.add_argument(
+            "--metrics-bind",
+            default=None,
+            help="HOST:PORT to serve Prometheus metrics on (default: LISTENER_METRICS_BIND, "
+            "127.0.0.1:9101); an empty value serves none.",
+        )
 
-    def handle(self, *args, catch_up_seconds, **options):
+    def handle(self, *args, catch_up_seconds, metrics_bind, **options):
         if connection.vendor != "postgresql":
             raise CommandError("listen_changes needs PostgreSQL: set DATABASE_URL=postgres://...")
         if settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("InMemoryChannelLayer"):
             raise CommandError("listen_changes publishes to other processes: set REDIS_URL (or REDIS_SENTINELS).")
+        bind = settings.LISTENER_METRICS_BIND if metrics_bind is None else metrics_bind
+        try:
+            exporter.serve(bind)
+        except ValueError as error:
+            raise CommandError(str(error)) from error
+        reporter.start("listener")
         stop = threading.Event()
 
         def request_stop(signum, frame):
