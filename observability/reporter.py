@@ -161,7 +161,8 @@ class Reporter:
                 logger.warning("writing the status report failed (%s: %s)", type(error).__name__, error)
             self.failing = True
         finally:
-            connection.close()
+            if not connection.in_atomic_block:
+                connection.close()  # back to the pool until the next report
 
     def run(self) -> None:
         while True:

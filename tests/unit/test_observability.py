@@ -1,0 +1,95 @@
+"""The pieces of observability that need no server: log formats, metric labels, quantiles."""
+
+import json
+import logging
+
+import pytest
+
+from observability import logs, metrics
+from observability.exporter import parse_bind
+from observability.reporter import quantile
+
+
+def record(message="hello %s", args=("world",), **extra):
+    made = logging.LogRecord("gateway.test", logging.WARNING, __file__, 1, message, args, None)
+    made.__dict__.update(extra)
+    return made
+
+
+def test_a_json_line_is_one_object_with_the_bound_context():
+    def in_a_connection():
+        logs.bind(connection_id="c1", device_id=7)
+        token = logs.request_ref("r-9")
+        try:
+            return logs.JsonFormatter().format(record(status_code=404))
+        finally:
+            logs.reset_request_ref(token)
+
+    import contextvars
+
+    line = contextvars.copy_context().run(in_a_connection)
+    assert "\n" not in line
+    data = json.loads(line)
+    assert data["message"] == "hello world" and data["level"] == "WARNING" and data["logger"] == "gateway.test"
+    assert (data["connection_id"], data["device_id"], data["ref"], data["status_code"]) == ("c1", 7, "r-9", 404)
+    assert "connection_id" not in json.loads(logs.JsonFormatter().format(record()))  # bound in that context only
+
+
+def test_a_traceback_stays_on_the_json_line():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    line = logs.JsonFormatter().format(failed)
+    assert len(line.splitlines()) == 1
+    assert "ValueError: boom" in json.loads(line)["exc_info"]
+
+
+def test_text_lines_carry_the_context_at_the_end():
+    import contextvars
+
+    def run():
+        logs.bind(device_id=3)
+        return logs.TextFormatter().format(record())
+
+    assert contextvars.copy_context().run(run) == "WARNING gateway.test: hello world [device_id=3]"
+
+
+def test_quantiles_of_cumulative_buckets():
+    buckets = [(0.01, 50.0), (0.1, 99.0), (1.0, 100.0), (float("inf"), 100.0)]
+    assert quantile(0.5, buckets) == pytest.approx(0.01)
+    assert 0.01 < quantile(0.99, buckets) <= 0.1
+    assert quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
+    assert quantile(0.99, [(0.1, 0.0), (float("inf"), 10.0)]) == 0.1  # past the last bound: the last bound
+
+
+def test_frame_labels_come_from_the_frame_text():
+    before = metrics.FRAMES_OUT.labels("event", "message.created")._value.get()
+    metrics.frame_out('{"type":"event","kind":"message.created","conversation_id":1,"seq":2,"payload":{}}')
+    assert metrics.FRAMES_OUT.labels("event", "message.created")._value.get() == before + 1
+    ok_before = metrics.FRAMES_OUT.labels("ok", "")._value.get()
+    metrics.frame_out('{"type":"ok","ref":"r","result":{}}')
+    assert metrics.FRAMES_OUT.labels("ok", "")._value.get() == ok_before + 1
+
+
+def test_clients_cannot_mint_label_values():
+    metrics.disconnected(4999)
+    metrics.frame_in("made-up-type")
+    metrics.request_done("made-up-type", "unknown_type", 0.001)
+    labels = {sample.labels.get("code") for family in metrics.DISCONNECTS.collect() for sample in family.samples}
+    assert "4999" not in labels and "other" in labels
+    types = {sample.labels.get("type") for family in metrics.REQUESTS.collect() for sample in family.samples}
+    assert "made-up-type" not in types and "unknown" in types
+
+
+@pytest.mark.parametrize("bind", ["9101", "host:", ":9101", "127.0.0.1:99999", "127.0.0.1:x"])
+def test_a_bad_metrics_address_is_a_clear_error(bind):
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_bind(bind)
+
+
+def test_a_metrics_address():
+    assert parse_bind("127.0.0.1:9101") == ("127.0.0.1", 9101)
+    assert parse_bind("[::1]:9101") == ("::1", 9101)
