@@ -8,6 +8,7 @@ log_reads.py   reads of the change log shared by the process's streams
 hub.py         the process-local fan-out: one channel-layer subscription per process
 upkeep.py      the hub's periodic work: heartbeats, group refresh, reconciliation, presence
 drain.py       closing every connection on SIGTERM before the server exits
+health.py      GET /readyz: may a load balancer send this process new connections?
 admission.py   how many handshakes and syncs a process takes on at once
 inbox.py       a connection's requests: admitted under its limits, run in order
 limits.py      token buckets per connection and per user

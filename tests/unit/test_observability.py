@@ -93,3 +93,32 @@ def test_a_bad_metrics_address_is_a_clear_error(bind):
 def test_a_metrics_address():
     assert parse_bind("127.0.0.1:9101") == ("127.0.0.1", 9101)
     assert parse_bind("[::1]:9101") == ("::1", 9101)
+
+
+def defined_metric_names() -> set[str]:
+    from prometheus_client import REGISTRY
+
+    names = set()
+    for family in REGISTRY.collect():
+        if family.name.startswith("realtime_"):
+            names.add(family.name + ("_total" if family.type == "counter" else ""))
+    return names
+
+
+def test_docs_describe_every_metric_and_the_dashboard_charts_only_real_ones():
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    names = defined_metric_names()
+    assert "realtime_delivery_latency_seconds" in names and "realtime_connects_total" in names
+    text = (docs / "operations.md").read_text()
+    assert not [name for name in names if f"`{name}" not in text]
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text())
+    charted = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"realtime_[a-z_]+", target["expr"])
+    }
+    assert charted and charted <= names, charted - names
