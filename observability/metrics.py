@@ -133,7 +133,10 @@ REFILLS = counter(
     "Stream refills from the change log, by reason (gap, reconcile, recovery).",
     ["reason"],
 )
-LOG_READS = counter("realtime_stream_log_reads_total", "Reads of the change log by streams (refills and catch-up), shared reads counted once.")
+LOG_READS = counter(
+    "realtime_stream_log_reads_total",
+    "Reads of the change log by streams (refills and catch-up), shared reads counted once.",
+)
 LOG_CHANGES_SENT = counter(
     "realtime_stream_log_changes_total",
     "Changes sent from the change log rather than live, by reason (catch_up after sync, refill).",
