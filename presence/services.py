@@ -15,6 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from core.errors import InvalidInput
+from devices.models import Device
 
 from .models import RANK, DevicePresence, Status, UserPresence
 
@@ -36,16 +37,32 @@ def device_online(*, device, connection_id: str, status: str = Status.ONLINE) ->
     `new_connection_id`): a reconnecting device's old connection may write after
     its new one (both writes wait on the database pool), and must not take the
     device back, or its close would then take the device offline under the
-    connection that is still up."""
+    connection that is still up.
+
+    Every connection runs this in its handshake, so it is a few plain
+    statements (in a reconnect storm the ORM's get_or_create, locks and saves
+    were a fifth of a server's time): one upsert that only a newer or the same
+    connection wins, then the user's aggregate (`_recompute`)."""
     status = clean_status(status)
     now = timezone.now()
-    DevicePresence.objects.get_or_create(device_id=device.pk)
-    row = DevicePresence.objects.select_for_update().get(device_id=device.pk)
-    if row.connection_id > connection_id:
-        return False
-    row.status, row.connection_id, row.last_heartbeat_at, row.updated_at = status, connection_id, now, now
-    row.save(update_fields=["status", "connection_id", "last_heartbeat_at", "updated_at"])
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(_CLAIM_DEVICE_SQL, [device.pk, status, connection_id, now, now])
+        if cursor.fetchone() is None:
+            return False
     return _recompute(device.user_id, now)
+
+
+_CLAIM_DEVICE_SQL = f"""
+INSERT INTO {DevicePresence._meta.db_table} (device_id, status, connection_id, last_heartbeat_at, updated_at)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (device_id) DO UPDATE SET
+    status = excluded.status,
+    connection_id = excluded.connection_id,
+    last_heartbeat_at = excluded.last_heartbeat_at,
+    updated_at = excluded.updated_at
+WHERE {DevicePresence._meta.db_table}.connection_id <= excluded.connection_id
+RETURNING id
+"""
 
 
 def new_connection_id() -> str:
@@ -92,15 +109,36 @@ def expire_stale(*, timeout: float) -> list[int]:
 
 
 def _recompute(user_id: int, now) -> bool:
-    UserPresence.objects.get_or_create(user_id=user_id)
-    presence = UserPresence.objects.select_for_update().get(user_id=user_id)
-    devices = DevicePresence.objects.filter(device__user_id=user_id, device__revoked_at__isnull=True)
-    aggregate = max(devices.values_list("status", flat=True), key=RANK.__getitem__, default=Status.OFFLINE)
-    if aggregate == presence.status:
+    """Set the user's aggregate from their devices; True if it changed.
+
+    The user's row is locked first (the upsert's DO UPDATE takes the lock and
+    reads the status), then the devices are read in a statement of their own,
+    so it sees every device write committed while this one waited: two devices
+    of one user changing at once cannot both compute from a stale view."""
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(_LOCK_USER_SQL, [user_id, Status.OFFLINE, now])
+        stored = cursor.fetchone()[0]
+        cursor.execute(_DEVICE_STATUSES_SQL, [user_id])
+        statuses = [row[0] for row in cursor.fetchall()]
+    aggregate = max(statuses, key=RANK.__getitem__, default=Status.OFFLINE)
+    if aggregate == stored:
         return False
+    changes = {"status": aggregate, "updated_at": now}
     if aggregate == Status.OFFLINE:
-        presence.last_seen_at = devices.aggregate(last=Max("last_heartbeat_at"))["last"] or now
-    presence.status = aggregate
-    presence.updated_at = now
-    presence.save(update_fields=["status", "last_seen_at", "updated_at"])
+        devices = DevicePresence.objects.filter(device__user_id=user_id, device__revoked_at__isnull=True)
+        changes["last_seen_at"] = devices.aggregate(last=Max("last_heartbeat_at"))["last"] or now
+    UserPresence.objects.filter(user_id=user_id).update(**changes)
     return True
+
+
+_LOCK_USER_SQL = f"""
+INSERT INTO {UserPresence._meta.db_table} (user_id, status, updated_at) VALUES (%s, %s, %s)
+ON CONFLICT (user_id) DO UPDATE SET status = {UserPresence._meta.db_table}.status
+RETURNING status
+"""
+
+_DEVICE_STATUSES_SQL = f"""
+SELECT presence.status FROM {DevicePresence._meta.db_table} presence
+JOIN {Device._meta.db_table} device ON device.id = presence.device_id
+WHERE device.user_id = %s AND device.revoked_at IS NULL
+"""

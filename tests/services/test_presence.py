@@ -11,6 +11,7 @@ from devices.services import revoke_device
 from presence.models import DevicePresence, UserPresence
 from presence.selectors import contacts_of, presences_for
 from presence.services import device_offline, device_online, expire_stale, new_connection_id, refresh
+from tests.threads import run_in_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +100,33 @@ def test_presence_is_visible_to_contacts_only(make_user, make_device):
     seen_by_bob = {p["user_id"]: p["status"] for p in presences_for(bob)}
     assert seen_by_bob == {alice.pk: "online", bob.pk: "offline"}
     assert [p["user_id"] for p in presences_for(stranger)] == [stranger.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_devices_of_one_user_changing_at_once_leave_the_right_aggregate(make_user, make_device):
+    """Each write locks the user's row before it reads the devices, so two
+    devices changing together cannot both decide from a stale view."""
+    user = make_user()
+    devices = [make_device(user, f"d{i}")[0] for i in range(8)]
+    for round_ in range(5):
+        ids = {device.pk: new_connection_id() for device in devices}
+        run_in_threads(len(devices), flipper(devices, ids, round_))
+        assert DevicePresence.objects.filter(device__user=user, status="online").count() == 4
+        assert status_of(user) == "online"
+        run_in_threads(
+            len(devices), lambda i, ids=ids: device_offline(device=devices[i], connection_id=ids[devices[i].pk])
+        )
+        assert status_of(user) == "offline"
+
+
+def flipper(devices, ids, round_):
+    """Half of the devices come online; the other half come online and go offline."""
+
+    def flip(i):
+        device = devices[i]
+        device_online(device=device, connection_id=ids[device.pk])
+        if (i + round_) % 2 == 0:
+            device_offline(device=device, connection_id=ids[device.pk])
+
+    return flip
