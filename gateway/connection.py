@@ -36,7 +36,8 @@ JOINING_KINDS = {Change.Kind.CONVERSATION_CREATED, Change.Kind.MEMBER_ADDED}
 class DeviceConnection:
     def __init__(self, consumer, hub, device):
         self.consumer = consumer
-        self.transport = transport.transport_of(consumer)
+        self.protocol = transport.protocol_of(consumer)
+        self.transport = getattr(self.protocol, "transport", None)
         self.hub = hub
         self.device_id = device.pk
         self.user_id = device.user_id
@@ -79,7 +80,8 @@ class DeviceConnection:
             await self.close(close_codes.TOO_FAR_BEHIND, "too slow; reconnect and sync")
             transport.abort(self.transport)
             return
-        await self.consumer.send(text_data=text)
+        if not transport.send_prepared(self.protocol, text):
+            await self.consumer.send(text_data=text)
         metrics.frame_out(text)
 
     def mark_closed(self) -> None:
