@@ -17,7 +17,7 @@ from conversations.changelog import change_event
 from conversations.payloads import message_payload
 from conversations.selectors import changes_after
 from conversations.validation import clean_non_negative_int, is_id
-from core.db import on_db_pool
+from core.db import on_db_pool, on_write_threads
 from core.errors import InvalidInput, NotFound
 from delivery import services as delivery_services
 from delivery.sync import plan_sync
@@ -45,7 +45,7 @@ async def ping(connection, frame):
 
 
 async def send(connection, frame):
-    result = await on_db_pool(conversation_services.send_message)(
+    result = await on_write_threads(conversation_services.send_message)(
         sender=connection.device.user,
         conversation_id=conversation_id_of(frame),
         client_msg_id=frame.get("client_msg_id"),
@@ -65,7 +65,7 @@ async def send(connection, frame):
 
 
 async def edit(connection, frame):
-    message = await on_db_pool(conversation_services.edit_message)(
+    message = await on_write_threads(conversation_services.edit_message)(
         actor=connection.device.user,
         conversation_id=conversation_id_of(frame),
         message_id=frame.get("message_id"),
@@ -76,7 +76,7 @@ async def edit(connection, frame):
 
 
 async def delete(connection, frame):
-    message = await on_db_pool(conversation_services.delete_message)(
+    message = await on_write_threads(conversation_services.delete_message)(
         actor=connection.device.user,
         conversation_id=conversation_id_of(frame),
         message_id=frame.get("message_id"),
@@ -85,7 +85,7 @@ async def delete(connection, frame):
 
 
 async def _cursor_result(connection, frame, service):
-    cursor = await on_db_pool(service)(
+    cursor = await on_write_threads(service)(
         user=connection.device.user,
         conversation_id=conversation_id_of(frame),
         seq=frame.get("seq"),

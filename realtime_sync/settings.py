@@ -151,6 +151,10 @@ def database_from_env() -> dict:
 
 
 DATABASES = {"default": database_from_env()}
+# Threads (each holding a pooled connection while it works) for the writes a
+# device waits on: send, edit, delete, read and delivered receipts. The rest of
+# the gateway's database work shares the event loop's default thread pool.
+DB_WRITE_THREADS = env.int("DB_WRITE_THREADS", default=4)
 
 REDIS_URL = env.str("REDIS_URL", default="")
 REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
