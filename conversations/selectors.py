@@ -3,7 +3,9 @@
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import F, OuterRef, Prefetch, Q, Subquery
+from django.db.models.functions import Lower
 
 from core.errors import NotFound
 
@@ -60,6 +62,22 @@ def messages_by_id(ids) -> dict:
 class Page:
     items: list
     has_more: bool
+
+
+def users_findable_by(user, *, search: str = "", limit=None) -> Page:
+    """Active users other than `user` whose username contains `search` (any case),
+    by username (any case): everyone (USER_SEARCH_SCOPE "all") or only those who share a
+    conversation with `user` ("shared")."""
+    limit = max(1, min(int(limit or settings.USER_SEARCH_PAGE_SIZE), settings.USER_SEARCH_PAGE_SIZE))
+    users = get_user_model().objects.filter(is_active=True).exclude(pk=user.pk)
+    if settings.USER_SEARCH_SCOPE == "shared":
+        theirs = Membership.objects.active().filter(user=user).values("conversation_id")
+        shared = Membership.objects.active().filter(conversation_id__in=theirs).values("user_id")
+        users = users.filter(pk__in=shared)
+    if search:
+        users = users.filter(username__icontains=search)
+    rows = list(users.order_by(Lower("username"), "username", "pk")[: limit + 1])
+    return Page(items=rows[:limit], has_more=len(rows) > limit)
 
 
 def _limit(limit) -> int:

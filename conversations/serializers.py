@@ -243,3 +243,22 @@ class MessageEditSerializer(WholePatchSerializer):
         max_length=settings.MESSAGE_BODY_MAX_CHARS, trim_whitespace=False, validators=[NotBlankValidator()]
     )
     version = serializers.IntegerField(min_value=1, help_text="The version the edit is based on.")
+
+
+class UserSearchQuerySerializer(serializers.Serializer):
+    search = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=150,
+        help_text="Part of the username, any case; empty or left out for everyone findable.",
+    )
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text=f"Page size; default and most {settings.USER_SEARCH_PAGE_SIZE}.",
+    )
+
+
+class UserSearchSerializer(serializers.Serializer):
+    results = UserSerializer(many=True, help_text="By username.")
+    has_more = serializers.BooleanField(help_text="More users match: narrow the search.")

@@ -5,6 +5,7 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
+    path("users", views.UserSearchView.as_view(), name="user-search"),
     path("conversations", views.ConversationListView.as_view(), name="conversation-list"),
     path("conversations/<int:conversation_id>", views.ConversationDetailView.as_view(), name="conversation-detail"),
     path("conversations/<int:conversation_id>/members", views.MemberListView.as_view(), name="member-list"),

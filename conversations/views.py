@@ -31,6 +31,8 @@ from .serializers import (
     MessagePageSerializer,
     MessageSendSerializer,
     MessageSerializer,
+    UserSearchQuerySerializer,
+    UserSearchSerializer,
     changes_page_data,
     conversation_data,
     message_page_data,
@@ -59,6 +61,24 @@ def conversation_body(user, conversation_id: int) -> dict:
 
 def message_body(message) -> dict:
     return MessageSerializer(message_payload(message)).data
+
+
+class UserSearchView(APIView):
+    @extend_schema(
+        operation_id="users_search",
+        summary="Find users to start a conversation with",
+        description=(
+            "Active users other than you whose username contains `search` (any case), by username. "
+            "Whom it finds is a server setting (USER_SEARCH_SCOPE): everyone (`all`, the default) or only "
+            "the users who already share a conversation with you (`shared`)."
+        ),
+        parameters=[UserSearchQuerySerializer],
+        responses={200: UserSearchSerializer, **error_responses(400)},
+    )
+    def get(self, request):
+        query = validated(UserSearchQuerySerializer, query_of(request))
+        page = selectors.users_findable_by(request.user, search=query.get("search", ""), limit=query.get("limit"))
+        return Response(UserSearchSerializer({"results": page.items, "has_more": page.has_more}).data)
 
 
 class ConversationPagination(LimitOffsetPagination):

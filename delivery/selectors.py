@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 
+from conversations.access import active_membership
 from conversations.models import Membership, Message
 from conversations.selectors import message_for
 from core.errors import PermissionDenied
@@ -48,6 +49,25 @@ def message_receipts(user, conversation_id, message_id) -> MessageReceipts:
     return MessageReceipts(
         message_id=message.pk, seq=message.seq, recipients=len(recipients), delivered_to=delivered_to, read_by=read_by
     )
+
+
+def conversation_receipts(user, conversation_id) -> list[dict]:
+    """Every current member's receipt cursors in one of the user's conversations
+    (0 for a member who has none), ascending user id: the state the
+    `receipts.updated` events move, which every member's devices receive anyway."""
+    active_membership(user, conversation_id)
+    members = Membership.objects.active().filter(conversation_id=conversation_id).values_list("user_id", flat=True)
+    cursors = {
+        c.user_id: c for c in ReceiptCursor.objects.filter(conversation_id=conversation_id, user_id__in=list(members))
+    }
+    return [
+        {
+            "user_id": user_id,
+            "delivered_seq": cursors[user_id].delivered_seq if user_id in cursors else 0,
+            "read_seq": cursors[user_id].read_seq if user_id in cursors else 0,
+        }
+        for user_id in sorted(members)
+    ]
 
 
 def users_by_id(user_ids) -> dict:

@@ -36,3 +36,16 @@ def message_receipts_data(receipts, users: dict) -> dict:
         "delivered_to": [users[i] for i in receipts.delivered_to],
         "read_by": [users[i] for i in receipts.read_by],
     }
+
+
+class MemberReceiptSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    delivered_seq = serializers.IntegerField()
+    read_seq = serializers.IntegerField()
+
+
+class ConversationReceiptsSerializer(serializers.Serializer):
+    conversation_id = serializers.IntegerField()
+    receipts = MemberReceiptSerializer(
+        many=True, help_text="Every current member, you included, ascending user_id; 0 when never acknowledged."
+    )

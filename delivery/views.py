@@ -11,7 +11,13 @@ from rest_framework.views import APIView
 from core.openapi import error_responses
 
 from . import selectors, services
-from .serializers import MessageReceiptsSerializer, ReceiptCursorSerializer, SeqSerializer, message_receipts_data
+from .serializers import (
+    ConversationReceiptsSerializer,
+    MessageReceiptsSerializer,
+    ReceiptCursorSerializer,
+    SeqSerializer,
+    message_receipts_data,
+)
 
 
 class CursorView(APIView):
@@ -67,3 +73,19 @@ class MessageReceiptsView(APIView):
         receipts = selectors.message_receipts(request.user, conversation_id, message_id)
         users = selectors.users_by_id(receipts.delivered_to)
         return Response(MessageReceiptsSerializer(message_receipts_data(receipts, users)).data)
+
+
+class ConversationReceiptsView(APIView):
+    @extend_schema(
+        operation_id="conversations_receipts",
+        summary="Every member's delivered and read cursors",
+        description=(
+            "The current members' receipt cursors, the state `receipts.updated` events move (they are not "
+            "replayed on sync). A member's message with seq s is delivered to, and read by, the other members "
+            "whose `delivered_seq`, and `read_seq`, are at least s."
+        ),
+        responses={200: ConversationReceiptsSerializer, **error_responses(404)},
+    )
+    def get(self, request, conversation_id: int):
+        receipts = selectors.conversation_receipts(request.user, conversation_id)
+        return Response(ConversationReceiptsSerializer({"conversation_id": conversation_id, "receipts": receipts}).data)

@@ -41,3 +41,16 @@ class LoginResultSerializer(serializers.Serializer):
     token = serializers.CharField(help_text="Shown only once; send it as `Authorization: Bearer <token>`.")
     device = DeviceSerializer()
     user = UserSerializer()
+
+
+class MeSerializer(serializers.Serializer):
+    """The logged-in user, and the device the request was made with."""
+
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    is_staff = serializers.BooleanField(help_text="May use the admin site.")
+    device = DeviceSerializer(
+        allow_null=True,
+        help_text="The device whose token made the request; null for a browser session "
+        "(its WebSocket device is named in the WebSocket `hello`).",
+    )

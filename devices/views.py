@@ -15,7 +15,7 @@ from core.openapi import error_responses
 
 from . import selectors, services
 from .authentication import request_device
-from .serializers import DeviceSerializer, LoginResultSerializer, LoginSerializer
+from .serializers import DeviceSerializer, LoginResultSerializer, LoginSerializer, MeSerializer
 from .throttles import LoginRateThrottle
 
 
@@ -86,6 +86,20 @@ class LogoutView(APIView):
             services.end_session_device(request.user, request.session)
             logout(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeView(APIView):
+    @extend_schema(
+        operation_id="me_retrieve",
+        summary="Who am I",
+        description="The user the request is authenticated as, with the device of its token (null for a session).",
+        responses={200: MeSerializer, **error_responses()},
+    )
+    def get(self, request):
+        device = request_device(request)
+        user = request.user
+        body = {"id": user.pk, "username": user.get_username(), "is_staff": user.is_staff, "device": device}
+        return Response(MeSerializer(body, context={"device": device}).data)
 
 
 class DeviceListView(APIView):

@@ -285,6 +285,13 @@ CONVERSATION_TITLE_MAX_CHARS = 200
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 200
 
+# Whom GET /api/v1/users finds (the chat page's "new conversation"): "all" active
+# users, or only those who "shared" a conversation with the caller already.
+USER_SEARCH_SCOPE = env.str("USER_SEARCH_SCOPE", default="all")
+if USER_SEARCH_SCOPE not in ("all", "shared"):
+    raise ImproperlyConfigured(f"USER_SEARCH_SCOPE must be all or shared, not {USER_SEARCH_SCOPE!r}.")
+USER_SEARCH_PAGE_SIZE = 20
+
 # Production hardening; `manage.py check --deploy` is clean with DEBUG off.
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
