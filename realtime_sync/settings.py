@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "presence",
     "delivery",
     "gateway",
+    "web",
 ]
 
 MIDDLEWARE = [

@@ -1,13 +1,17 @@
 """Shared fixtures, and the rule for tests that need a real service.
 
 A test marked `postgres` or `redis` is skipped, with the reason, when that
-service is not configured, so the suite passes on a fresh machine. With
-REQUIRE_SERVICES=1 (set by .ci/run) the same condition is a failure instead:
-nothing that needs a service can go untested in CI by accident.
+service is not configured, and one marked `node` or `browser` when Node.js (20
+or later) or Chromium with Playwright is not installed, so the suite passes on a
+fresh machine. With REQUIRE_SERVICES=1 (set by .ci/run) the same condition is a
+failure instead: nothing that needs a service can go untested in CI by accident.
 """
 
+import functools
 import itertools
 import os
+import shutil
+import subprocess
 
 import pytest
 from django.conf import settings
@@ -28,9 +32,45 @@ def _uses_redis() -> bool:
     return settings.REDIS_HOST is not None
 
 
+# Where the browser tests find Chromium (Debian's package; Playwright downloads none here).
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@functools.cache
+def node_command() -> list[str] | None:
+    """`node` with what it needs for a global WebSocket (Node 22+: nothing; Node 20:
+    --experimental-websocket), or None when there is no such Node.js."""
+    node = shutil.which("node")
+    if node is None:
+        return None
+    for flags in ([], ["--experimental-websocket"]):
+        probe = [node, *flags, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)"]
+        if subprocess.run(probe, capture_output=True, timeout=30).returncode == 0:
+            return [node, *flags]
+    return None
+
+
+@functools.cache
+def _has_browser() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return os.access(CHROMIUM, os.X_OK)
+
+
 SERVICE_CHECKS = {
     "postgres": (_uses_postgres, "needs PostgreSQL: set DATABASE_URL=postgres://..."),
     "redis": (_uses_redis, "needs Redis: set REDIS_URL=redis://..."),
+    "node": (
+        lambda: node_command() is not None,
+        "needs Node.js 20 or later (`node` on PATH) for the JS client's tests",
+    ),
+    "browser": (
+        _has_browser,
+        f"needs Chromium at {CHROMIUM} (Debian: apt-get install chromium; or set CHROMIUM) and the playwright "
+        "package (requirements-dev.txt)",
+    ),
 }
 
 
