@@ -249,6 +249,10 @@ WHITENOISE_USE_FINDERS = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The chat page's log-in (web.views); the admin keeps its own.
+LOGIN_URL = "web:login"
+LOGIN_REDIRECT_URL = "web:chat"
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "devices.authentication.DeviceTokenAuthentication",

@@ -1,5 +1,5 @@
-"""URL map: the admin (with its service status page), the REST API under /api/v1/,
-its OpenAPI schema and docs.
+"""URL map: the chat page at /, the admin (with its service status page), the REST
+API under /api/v1/, its OpenAPI schema and docs.
 
 A path under /api/ that matches no endpoint answers the JSON 404 of core.api_errors.
 /healthz, /readyz and /metrics are answered before Django (realtime_sync/asgi.py)."""
@@ -26,4 +26,6 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     # Everything else under /api/ is a JSON 404, like every other REST error.
     re_path(r"^api(?:/|$)", unrouted),
+    # The chat page, its log-in and log-out (the admin's "View site" leads to /).
+    path("", include("web.urls")),
 ]
