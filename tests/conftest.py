@@ -74,13 +74,21 @@ SERVICE_CHECKS = {
 }
 
 
+def require(marker: str) -> None:
+    """Skip (or with REQUIRE_SERVICES=1, fail) unless what `marker` needs is there;
+    for fixtures broader than a test, which are set up before `_require_services`."""
+    available, reason = SERVICE_CHECKS[marker]
+    if not available():
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}")
+        pytest.skip(reason)
+
+
 @pytest.fixture(autouse=True)
 def _require_services(request):
-    for marker, (available, reason) in SERVICE_CHECKS.items():
-        if request.node.get_closest_marker(marker) and not available():
-            if os.environ.get("REQUIRE_SERVICES") == "1":
-                pytest.fail(f"REQUIRE_SERVICES=1 but this test {reason}")
-            pytest.skip(reason)
+    for marker in SERVICE_CHECKS:
+        if request.node.get_closest_marker(marker):
+            require(marker)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ after(async () => {
   await server?.stop();
 });
 
-describe("backoff", { timeout: 30000 }, () => {
+describe("backoff", { timeout: 60000 }, () => {
   test("grows exponentially to the cap, with jitter between half and all of it", () => {
     const options = { initial: 500, max: 30000, factor: 2 };
     assert.equal(backoffDelay(0, options, () => 0), 250);
@@ -61,7 +61,7 @@ describe("backoff", { timeout: 30000 }, () => {
   });
 });
 
-describe("connecting", { timeout: 30000 }, () => {
+describe("connecting", { timeout: 60000 }, () => {
   test("connects with a token, syncs, and every request returns a promise", async () => {
     const alice = client("alice");
     const states = [];
@@ -111,7 +111,7 @@ describe("connecting", { timeout: 30000 }, () => {
   });
 });
 
-describe("messages", { timeout: 30000 }, () => {
+describe("messages", { timeout: 60000 }, () => {
   test("a send reaches the other member once, with its client_msg_id", async () => {
     const conversation = await group("alice", "bob");
     const alice = client("alice");
@@ -195,6 +195,27 @@ describe("messages", { timeout: 30000 }, () => {
     await until(() => bob.typers(conversation.id).length === 0, "typing to end", 5000);
   });
 
+  test("an indicator whose stop never comes expires expires_in after its last start", async () => {
+    const conversation = await group("alice", "bob");
+    const bobsLine = await new Proxy(server.port).start(); // bob's own network, to silence
+    try {
+      const alice = client("alice", { typingIdleMs: 60000 });
+      const bob = client("bob", { url: bobsLine.ws, deadAfterMs: 60000 });
+      await Promise.all([alice.connect(), bob.connect()]);
+      const shown = nextEvent(bob, "typing", (id, typers) => id === conversation.id && typers.length === 1);
+      alice.typing(conversation.id);
+      await shown;
+      bobsLine.blackhole = true; // refreshes and the stop are lost on the way to bob
+      const startedWaiting = Date.now();
+      await until(() => bob.typers(conversation.id).length === 0, "the indicator to expire", 5000);
+      const waited = Date.now() - startedWaiting;
+      assert.ok(waited >= 1000 && waited <= 2500, `expired after ${waited} ms (typing_timeout 1.5 s)`);
+      alice.stopTyping(conversation.id);
+    } finally {
+      await bobsLine.stop();
+    }
+  });
+
   test("presence of the other member, and the status set before a reconnect is set again", async () => {
     const conversation = await group("alice", "carol");
     const alice = client("alice");
@@ -214,7 +235,7 @@ describe("messages", { timeout: 30000 }, () => {
   });
 });
 
-describe("reconnecting", { timeout: 30000 }, () => {
+describe("reconnecting", { timeout: 60000 }, () => {
   test("sends made offline are queued; after the reconnect everything arrives once and in order", async () => {
     const conversation = await group("alice", "bob");
     const alice = client("alice");
@@ -303,7 +324,7 @@ describe("reconnecting", { timeout: 30000 }, () => {
   });
 });
 
-describe("storage", { timeout: 30000 }, () => {
+describe("storage", { timeout: 60000 }, () => {
   test("a reload resumes from the stored cursors and sends what was left unsent", async () => {
     const conversation = await group("alice", "bob");
     const storage = new MemoryStorage();
@@ -357,7 +378,7 @@ describe("storage", { timeout: 30000 }, () => {
   });
 });
 
-describe("reset", { timeout: 30000 }, () => {
+describe("reset", { timeout: 60000 }, () => {
   test("a conversation too far behind is reset: the client calls back and follows from last_seq", async () => {
     const conversation = await group("alice", "bob");
     const alice = client("alice");

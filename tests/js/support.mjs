@@ -131,11 +131,16 @@ export class Server {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** SIGTERM: the server closes every connection with 4503 and exits. */
-  async terminate() {
+  /**
+   * SIGTERM: the server closes every connection with 4503 and exits. A process
+   * still there after `graceMs` (a test's half-closed socket can hold it) is killed.
+   */
+  async terminate(graceMs = 8000) {
     const exited = new Promise((resolve) => this.child.once("exit", resolve));
     this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), graceMs);
     await exited;
+    clearTimeout(timer);
   }
 
   /** A new process on the same database (and a new port). */

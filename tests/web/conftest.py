@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHROMIUM
+from tests.conftest import CHROMIUM, require
 from tests.gateway.harness import ROOT, started_on_first_use
 
 SCREENSHOT_DIR = Path(os.environ.get("SCREENSHOT_DIR", ROOT / ".test-artifacts" / "screenshots"))
@@ -62,6 +62,7 @@ def browser():
     running in this thread, which makes Django refuse the tests' own ORM calls
     (creating users) as "async"; they are plain synchronous calls, so the check
     is lifted while the browser runs, in this process only."""
+    require("browser")
     from playwright.sync_api import sync_playwright
 
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
