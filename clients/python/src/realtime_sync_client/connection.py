@@ -3,7 +3,9 @@
 This is the protocol's transport and nothing more: it does not reconnect, keep
 cursors or retry (that is `Client`). Programs that want to drive the protocol
 frame by frame (tests, load generators) use it directly; `send_raw` sends
-anything at all, malformed frames included.
+anything at all, malformed frames included. `connect_options` are passed on to
+`websockets.connect`; `detach` hands the socket's reading over to the caller
+(a load generator's own receive loop) once the handshake is done.
 
 Every frame received goes to `frame_received`. A reply (`ok`, `pong`, `error`)
 whose `ref` a `request` call is waiting for resolves that call; every other
@@ -22,6 +24,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
 
 from .errors import ConnectionClosed
 
@@ -57,12 +60,17 @@ class Connection:
         on_frame: Callable[[JSON], None] | None = None,
         max_size: int | None = 2**22,
         open_timeout: float = 10.0,
+        connect_options: Mapping[str, Any] | None = None,
     ):
         self.url = url + (f"?{urllib.parse.urlencode(query)}" if query else "")
         self.headers = auth_headers(token=token, session_id=session_id, headers=headers)
         self.on_frame = on_frame
         self.max_size = max_size
         self.open_timeout = open_timeout
+        #: More keyword arguments for `websockets.connect` (e.g. `compression=None`,
+        #: `proxy=None`, `ping_interval=None`, `close_timeout`, `max_queue`), applied
+        #: over the ones this class sets (`additional_headers`, `max_size`, `open_timeout`).
+        self.connect_options = dict(connect_options or {})
         #: The underlying `websockets` connection, once open.
         self.ws: ClientConnection | None = None
         #: The `hello` frame, once received.
@@ -74,6 +82,7 @@ class Connection:
         self._waiting: dict[str | int, asyncio.Future[JSON]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
+        self._detached = False
 
     # Opening
 
@@ -82,12 +91,17 @@ class Connection:
 
         A close before `hello` is a refusal (docs/protocol.md §2): it raises
         ConnectionClosed with the code and any error frame sent just before
-        (`overloaded` carries `retry_after`). Frames that overtake `hello` go
-        where every other pushed frame goes.
+        (`overloaded` carries `retry_after`); no `hello` within `open_timeout`
+        raises ConnectionClosed(None) caused by a TimeoutError. Frames that
+        overtake `hello` go where every other pushed frame goes.
         """
-        self.ws = await websockets.connect(
-            self.url, additional_headers=self.headers, max_size=self.max_size, open_timeout=self.open_timeout
-        )
+        options: dict[str, Any] = {
+            "additional_headers": self.headers,
+            "max_size": self.max_size,
+            "open_timeout": self.open_timeout,
+            **self.connect_options,
+        }
+        self.ws = await websockets.connect(self.url, **options)
         self._reader = asyncio.create_task(self._read())
         if not wait_for_hello:
             return None
@@ -105,7 +119,7 @@ class Connection:
             if self._closed.is_set():
                 raise ConnectionClosed(self.close_code, self.last_error)
             self.abort()
-            raise ConnectionClosed(None)
+            raise ConnectionClosed(None) from TimeoutError(f"no hello within {self.open_timeout:g} s")
         finally:
             self._hello_waiter = None
 
@@ -121,13 +135,18 @@ class Connection:
         except websockets.ConnectionClosed:
             pass
         finally:
-            self.close_code = self.ws.close_code
-            for future in self._waiting.values():
-                if not future.done():
-                    future.set_exception(ConnectionClosed(self.close_code, self.last_error))
-            self._waiting.clear()
-            self._closed.set()
-            self._queue.put_nowait(_CLOSED)
+            if not self._detached:
+                self._finish()
+
+    def _finish(self) -> None:
+        assert self.ws is not None
+        self.close_code = self.ws.close_code
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionClosed(self.close_code, self.last_error))
+        self._waiting.clear()
+        self._closed.set()
+        self._queue.put_nowait(_CLOSED)
 
     def frame_received(self, frame: JSON) -> None:
         """Route one frame; subclasses may override to observe every frame (then call this)."""
@@ -179,6 +198,8 @@ class Connection:
         """Send a request with a fresh `ref` and return its reply frame (`ok`,
         `pong` or `error`, as received). Raises ConnectionClosed if the
         connection closes first."""
+        if self._detached:
+            raise RuntimeError("detached: the caller reads the replies from `ws`")
         ref = self.new_ref()
         future: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
         self._waiting[ref] = future
@@ -188,10 +209,41 @@ class Connection:
         finally:
             self._waiting.pop(ref, None)
 
+    # Handing the socket over
+
+    async def detach(self) -> list[JSON]:
+        """Stop reading the socket: from now on the caller reads `ws` itself.
+
+        For programs with their own receive loop over the raw text (a load
+        generator that must not decode every frame): open, wait for `hello`,
+        make the requests of the handshake, then detach and read `ws`. Returns
+        the frames already received that no `request` took and `recv` did not
+        return, in arrival order; nothing after them has been read. After it,
+        `recv` and `request` raise; `send`, `send_raw`, `abort`, `close` and
+        `wait_closed` go on working (the close code is then `ws.close_code`).
+        Refused while a `request` is waiting for its reply.
+        """
+        if self._waiting:
+            raise RuntimeError("requests are waiting for replies")
+        self._detached = True
+        reader, self._reader = self._reader, None
+        if reader is not None and not reader.done():
+            reader.cancel()  # cancelling websockets' recv loses nothing: the next recv() has the next frame
+            await asyncio.wait([reader])
+        frames = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not _CLOSED:
+                frames.append(item)
+        self._queue.put_nowait(_CLOSED)  # recv raises from now on
+        return frames
+
     # Closing
 
     @property
     def closed(self) -> bool:
+        if self._detached and self.ws is not None:
+            return self.ws.state is State.CLOSED
         return self._closed.is_set()
 
     def abort(self) -> None:
@@ -208,6 +260,10 @@ class Connection:
         """Wait until the connection has closed and every frame was routed; the close code."""
         if self.ws is None:
             return None
+        if self._detached:
+            await asyncio.wait_for(self.ws.wait_closed(), timeout)
+            self.close_code = self.ws.close_code
+            return self.close_code
         await asyncio.wait_for(self._closed.wait(), timeout)
         if self._reader is not None:
             await self._reader
