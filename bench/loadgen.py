@@ -32,6 +32,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONNECT_TIMEOUT = 300.0  # for all devices to connect and be following live
 HANDSHAKE_TIMEOUT = 60.0  # for one device's first frame and each handshake reply
 DRAIN_IDLE_SECONDS = 5.0  # stop waiting for deliveries once nothing arrived for this long
+# How every device's socket is opened, product and baseline alike (websockets.connect options).
+CONNECT_OPTIONS = {
+    "compression": None,  # neither server negotiates it; keep the client's work equal
+    "proxy": None,  # never go through a proxy: 127.0.0.1 only
+    "ping_interval": None,  # WebSocket-level pings do not count as heartbeats anyway
+}
+MAX_SIZE = 2**22
 
 
 def log(*parts) -> None:
@@ -355,8 +362,21 @@ class Protocol:
     def headers(self, port: int, device: DeviceSpec) -> dict:
         return {}
 
+    async def open(self, client: Client) -> tuple:
+        """Open the device's socket: (the `websockets` connection, the frames the
+        handshake already received and decoded, for the client to record).
+        By default a plain `websockets.connect` to `url` with `headers`."""
+        ws = await websockets.connect(
+            self.url(client.port, client.spec),
+            additional_headers=self.headers(client.port, client.spec),
+            open_timeout=HANDSHAKE_TIMEOUT,
+            max_size=MAX_SIZE,
+            **CONNECT_OPTIONS,
+        )
+        return ws, []
+
     async def handshake(self, client: Client) -> None:
-        """After connecting and before the load: whatever makes the device follow live."""
+        """After opening and before the load: whatever else makes the device follow live."""
 
     def send_frame(self, ref: str, client_msg_id: str, body: str) -> str:
         raise NotImplementedError
@@ -411,8 +431,6 @@ class Client:
         self.pending: dict[str, int] = {}  # ref -> send time (ns), for acks
         self.unacked: dict[str, str] = {}  # ref -> the frame sent, to send again after a retry hint
         self.retries: set = set()  # resends waiting for their hint
-        self.waiters: dict[str, asyncio.Future] = {}  # ref -> future, for handshake replies
-        self.first_frame: asyncio.Future | None = None
         self.closing = False
         self._refs = 0
 
@@ -421,29 +439,22 @@ class Client:
         return f"{prefix}{self.spec.index}-{self._refs}"
 
     async def connect(self) -> None:
-        self.ws = await websockets.connect(
-            self.protocol.url(self.port, self.spec),
-            additional_headers=self.protocol.headers(self.port, self.spec),
-            compression=None,  # neither server negotiates it; keep the client's work equal
-            proxy=None,  # never go through a proxy: 127.0.0.1 only
-            open_timeout=HANDSHAKE_TIMEOUT,
-            ping_interval=None,  # WebSocket-level pings do not count as heartbeats anyway
-            max_size=2**22,
-        )
-        self.first_frame = asyncio.get_running_loop().create_future()
+        # The protocol sets self.ws as soon as the socket is open (so that close() closes it).
+        self.ws, early = await self.protocol.open(self)
+        self._early(early)
         self.reader = asyncio.create_task(self._read())
         await self.protocol.handshake(self)
 
-    async def request(self, text_or_frame, ref: str, timeout: float | None = None) -> dict:
-        """Send a handshake request and wait for the frame answering `ref`."""
-        timeout = HANDSHAKE_TIMEOUT if timeout is None else timeout
-        future = asyncio.get_running_loop().create_future()
-        self.waiters[ref] = future
-        await self.ws.send(text_or_frame if isinstance(text_or_frame, str) else json.dumps(text_or_frame))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self.waiters.pop(ref, None)
+    def _early(self, frames: list) -> None:
+        """Frames the handshake received before the reader started (before anything
+        was sent, so no reply of ours): recorded as the reader would record them."""
+        now = time.time_ns()
+        for frame in frames:
+            kind = self.protocol.classify(frame)
+            if kind is not None and kind[0] == "delivery":
+                self._delivery(now, kind[1], kind[2])
+            elif kind is not None and kind[0] == "error":
+                self.stats.send_errors[kind[2]] = self.stats.send_errors.get(kind[2], 0) + 1
 
     async def _read(self) -> None:
         stats = self.stats
@@ -452,12 +463,6 @@ class Client:
             async for text in self.ws:
                 now = time.time_ns()
                 frame = json.loads(text)
-                if not self.first_frame.done():
-                    self.first_frame.set_result(frame)
-                ref = frame.get("ref") if isinstance(frame, dict) else None
-                if ref is not None and ref in self.waiters:
-                    self.waiters[ref].set_result(frame)
-                    continue
                 kind = classify(frame)
                 if kind is None:
                     continue
@@ -661,10 +666,10 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
     except TimeoutError:
         failures = [f"not all connected within {CONNECT_TIMEOUT:g}s"]
     if failures:
-        ready = sum(1 for c in clients if c.reader is not None)
+        ready = sum(1 for c in clients if c.ws is not None)
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         first = failures[0]
-        if isinstance(first, asyncio.TimeoutError):
+        if isinstance(first, asyncio.TimeoutError) or isinstance(getattr(first, "__cause__", None), TimeoutError):
             detail = f"no answer within {HANDSHAKE_TIMEOUT:g}s"
         elif isinstance(first, BaseException):
             detail = f"{type(first).__name__}: {first}"

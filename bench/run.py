@@ -9,8 +9,9 @@ What it does, every run from scratch:
      puts them all in ONE group conversation (conversations.services.create_conversation);
   3. starts --processes Daphne processes (`python -m daphne ... realtime_sync.asgi:application`)
      on free ports of 127.0.0.1, devices spread round-robin over them;
-  4. connects every device (`websockets`), waits for `hello`, sends `sync` with the
-     conversation's current last_seq as cursor and waits for its `ok`;
+  4. connects every device (the Python client's `Connection`, clients/python), waits
+     for `hello`, sends `sync` with the conversation's current last_seq as cursor and
+     waits for its `ok`; then the load generator's own reader takes the socket over;
   5. the first --senders devices send `send` frames on an open-loop schedule, together
      --rate messages/s: --warmup seconds not measured, then --duration seconds measured.
      Each body carries the send time (time.time_ns());
@@ -38,6 +39,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from realtime_sync_client import Connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -80,20 +83,27 @@ class GatewayProtocol(Protocol):
     def url(self, port, device):
         return f"ws://{HOST}:{port}/ws/v1/"
 
-    def headers(self, port, device):
-        return {"Authorization": f"Bearer {device.token}"}
-
-    async def handshake(self, client):
-        hello = await asyncio.wait_for(client.first_frame, loadgen.HANDSHAKE_TIMEOUT)
-        if hello.get("type") != "hello":
-            raise RuntimeError(f"device {client.spec.index}: expected hello, got {hello}")
+    async def open(self, client):
+        """Through the Python client's `Connection` (bearer token, `hello`, the `sync`
+        request); then it detaches and the load generator's reader reads the socket."""
+        connection = Connection(
+            self.url(client.port, client.spec),
+            token=client.spec.token,
+            max_size=loadgen.MAX_SIZE,
+            open_timeout=loadgen.HANDSHAKE_TIMEOUT,  # the opening handshake, then hello
+            connect_options=loadgen.CONNECT_OPTIONS,
+        )
+        try:
+            hello = await connection.open()
+        finally:
+            client.ws = connection.ws  # open (or not): closed with the client
         self.heartbeat_interval = float(hello.get("heartbeat_interval") or 20.0)
-        ref = client.next_ref("sync")
-        reply = await client.request(
-            {"type": "sync", "ref": ref, "cursors": {str(self.conversation_id): self.cursor}}, ref
+        reply = await asyncio.wait_for(
+            connection.request("sync", cursors={str(self.conversation_id): self.cursor}), loadgen.HANDSHAKE_TIMEOUT
         )
         if reply.get("type") != "ok":
             raise RuntimeError(f"device {client.spec.index}: sync failed: {reply}")
+        return connection.ws, await connection.detach()
 
     def send_frame(self, ref, client_msg_id, body):
         return json.dumps(
