@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import websockets
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run as product_bench  # noqa: E402  (its database helpers; importing runs nothing)
@@ -1128,6 +1130,18 @@ class ChatSocket(Device):
 
     def headers(self) -> dict:
         return {"Origin": f"http://{HOST}:{self.port}"}  # the tutorial's AllowedHostsOriginValidator
+
+    async def _open(self, timeout: float, **options) -> None:
+        """A plain `websockets` socket with the devices' options: the tutorial chat
+        is not the product's protocol (no token, no hello)."""
+        self.closing = False
+        self.ws = await websockets.connect(
+            self.url(),
+            additional_headers=self.headers(),
+            open_timeout=timeout,
+            **storm_client.CONNECT_OPTIONS,
+            **options,
+        )
 
     async def connect_live(self, tally, deadline, *, timeout, cursors=True):
         self.tally = tally

@@ -1,7 +1,10 @@
 """The storm benchmark's devices: many WebSocket connections in one asyncio process.
 
 A `Device` connects, waits for `hello`, sends `sync` with its stored cursors and waits
-for the `ok`: it is then *live*. It keeps, per conversation, the highest seq it has
+for the `ok`: it is then *live*. The socket is opened through the Python client's
+`Connection` (clients/python: the bearer token, `hello`, a refusal before it), which
+then detaches: the device's own reader reads the socket from there on, `sync`'s
+reply included (the catch-up events that come before it are the device's to apply). It keeps, per conversation, the highest seq it has
 applied in order (its cursor) and counts every event that is a duplicate (seq at or
 below the cursor) or arrives out of order (seq past cursor + 1). An `overloaded` error
 followed by close 4503 before `hello` is a refusal: the device waits the server's
@@ -24,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 import websockets
+from realtime_sync_client import Connection, ConnectionClosed
 
 HOST = "127.0.0.1"
 PRESENCE_PREFIX = '{"type":"event","kind":"presence.updated"'
@@ -31,6 +35,10 @@ STATE_PREFIXES = ('{"type":"event","kind":"receipts.updated"', '{"type":"event",
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 20.0
 MAX_SEND_ATTEMPTS = 30  # a send refused with rate_limited is tried again, at most this many times
+# websockets.connect options: no compression, proxy or library pings (the protocol
+# has its own heartbeats), a bounded close.
+CONNECT_OPTIONS = {"compression": None, "proxy": None, "ping_interval": None, "close_timeout": 2}
+NO_CLOSE_FRAME = 1006  # what websockets reports when the connection ended without a close frame
 
 
 def backoff(attempt: int) -> float:
@@ -141,9 +149,6 @@ class Device:
     def url(self) -> str:
         return f"ws://{HOST}:{self.port}/ws/v1/"
 
-    def headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.token}"}
-
     async def connect_live(self, tally: Tally, deadline: float, *, timeout: float, cursors: bool = True) -> bool:
         """Until `deadline`: connect, get hello, sync, get ok. True once live."""
         self.tally = tally
@@ -178,44 +183,57 @@ class Device:
         tally.gave_up += 1
         return False
 
-    async def _open(self, timeout: float, **options) -> None:
-        """Open the socket: no compression, proxy or library pings (the
-        protocol has its own heartbeats), a bounded open and close."""
+    async def _open(self, timeout: float, *, max_size: int, **options) -> dict:
+        """Open the socket through `Connection` (bounded open and close) and wait
+        for `hello`; then detach, so that the device's own reader reads the socket.
+        A close before `hello` raises `Refusal` (counting an `overloaded` error
+        and its hint), no `hello` in time raises TimeoutError."""
         self.closing = False
-        self.ws = await websockets.connect(
+        connection = Connection(
             self.url(),
-            additional_headers=self.headers(),
-            compression=None,
-            proxy=None,
-            open_timeout=timeout,
-            ping_interval=None,
-            close_timeout=2,
-            **options,
+            token=self.token,
+            max_size=max_size,
+            open_timeout=timeout,  # the opening handshake, then hello
+            connect_options={**CONNECT_OPTIONS, **options},
         )
+        try:
+            hello = await connection.open()
+        except ConnectionClosed as closed:
+            if isinstance(closed.__cause__, TimeoutError):
+                raise TimeoutError(f"no hello within {timeout:g} s") from None
+            code = None if closed.code == NO_CLOSE_FRAME else closed.code
+            if closed.error is not None and closed.error.get("code") == "overloaded":
+                self.tally.overloaded_errors += 1
+                hint = closed.retry_after
+                if hint is not None:
+                    self.tally.retry_after_hints.append(hint)
+                raise Refusal(code if code is not None else 4503, hint) from None
+            raise Refusal(code) from None
+        finally:
+            self.ws = connection.ws  # open or not: _abort() drops it
+        self._early(await connection.detach())
+        self.heartbeat_interval = float(hello.get("heartbeat_interval") or 25.0)
+        return hello
+
+    def _early(self, frames: list) -> None:
+        """Frames received between `hello` and the detach: counted and applied as
+        the reader would."""
+        tally = self.tally
+        for frame in frames:
+            kind, what = frame.get("type"), frame.get("kind")
+            if kind == "event" and what == "presence.updated":
+                tally.presence_frames += 1
+            elif kind == "event" and what in ("receipts.updated", "typing"):
+                tally.state_frames += 1
+            elif kind == "event" and frame.get("seq") is not None:
+                tally.log_events += 1
+                self.apply(frame.get("conversation_id"), frame["seq"])
+            elif kind == "reset":
+                tally.count(tally.resets, frame.get("reason"))
+                self.reset(frame["conversation_id"], frame["last_seq"])
 
     async def _attempt(self, timeout: float, cursors: bool) -> None:
         await self._open(timeout, max_size=2**24, max_queue=64)
-        try:
-            text = await asyncio.wait_for(self.ws.recv(), timeout)
-        except websockets.ConnectionClosed as closed:
-            raise Refusal(closed.rcvd.code if closed.rcvd else None) from None
-        frame = json.loads(text)
-        if frame.get("type") == "error" and frame.get("code") == "overloaded":
-            self.tally.overloaded_errors += 1
-            hint = (frame.get("details") or {}).get("retry_after")
-            if isinstance(hint, (int, float)):
-                self.tally.retry_after_hints.append(hint)
-            code = None
-            try:
-                await asyncio.wait_for(self.ws.recv(), 5)
-            except websockets.ConnectionClosed as closed:
-                code = closed.rcvd.code if closed.rcvd else None
-            except TimeoutError:
-                pass
-            raise Refusal(code if code is not None else 4503, hint if isinstance(hint, (int, float)) else None)
-        if frame.get("type") != "hello":
-            raise SyncFailed(f"first frame {frame.get('type')}/{frame.get('code')}")
-        self.heartbeat_interval = float(frame.get("heartbeat_interval") or 25.0)
         self.reader = asyncio.create_task(self._read())
         ref = self.next_ref()
         body = {"type": "sync", "ref": ref}
@@ -418,10 +436,6 @@ class Sender(Device):
         self.tally = tally
         self.deadline = deadline
         await self._open(timeout, max_size=2**24)
-        hello = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-        if hello.get("type") != "hello":
-            raise RuntimeError(f"sender {self.index}: expected hello, got {hello}")
-        self.heartbeat_interval = float(hello.get("heartbeat_interval") or 25.0)
         self.reader = asyncio.create_task(self._read_sender())
         self.live = True
         self.last_sent = time.monotonic()
