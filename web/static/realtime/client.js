@@ -42,6 +42,11 @@ const CLIENT_CLOSE_STOPPED = 1000; // close() was called
 // Requests that are safe to send again on a new connection when their reply
 // never came: every write is idempotent (§12), and reads can be repeated.
 const RETRIED = new Set(["send", "edit", "delete", "read", "delivered", "fetch", "presence", "presence.subscribe"]);
+// Requests of the application in flight at once, oldest first: below the
+// server's queue per connection (WS_MAX_PENDING_REQUESTS, 8 by default), so a
+// burst (sends queued offline, then flushed) is never refused for a full queue
+// and retried out of order.
+const MAX_IN_FLIGHT = 4;
 
 /** A refused request or a failed connection: `code` is the protocol's error code. */
 export class RealtimeError extends Error {
@@ -377,6 +382,8 @@ export class RealtimeClient {
     for (const entry of this._pending) {
       entry.ref = null;
       clearTimeout(entry.retryTimer);
+      entry.retryTimer = null;
+      entry.parked = false;
       if (entry.internal || !RETRIED.has(entry.type)) {
         entry.reject(new RealtimeError("disconnected", "The connection closed before the reply came."));
       } else {
@@ -445,7 +452,7 @@ export class RealtimeClient {
         .then((result) => result.presence.forEach((p) => this._setPresence(p)))
         .catch(() => {});
     }
-    for (const entry of this._pending) this._transmit(entry);
+    this._pump();
     if (this.loadPresence) this._loadPresenceSnapshot();
   }
 
@@ -503,14 +510,17 @@ export class RealtimeClient {
     this._byRef.delete(frame.ref);
     entry.ref = null;
     if (frame.type === "error") {
-      if (frame.code === "unavailable") return; // the server is going away: sent again on the next connection
+      if (frame.code === "unavailable") {
+        entry.parked = true; // the server is going away: sent again on the next connection
+        return;
+      }
       if (frame.code === "rate_limited" && !entry.internal) {
         const wait = Math.round((frame.details?.retry_after ?? 1) * 1000);
-        entry.retryTimer = setTimeout(() => this._transmit(entry), wait);
+        this._retryLater(entry, wait);
         return;
       }
       if (frame.code === "internal_error" && RETRIED.has(entry.type) && (entry.failures = (entry.failures || 0) + 1) < 3) {
-        entry.retryTimer = setTimeout(() => this._transmit(entry), 500 * entry.failures);
+        this._retryLater(entry, 500 * entry.failures);
         return;
       }
       this._finish(entry);
@@ -524,6 +534,7 @@ export class RealtimeClient {
   _finish(entry) {
     const index = this._pending.indexOf(entry);
     if (index >= 0) this._pending.splice(index, 1);
+    if (!entry.internal && this.hello) this._pump();
     if (entry.persistKey) {
       this._storageRemove(entry.persistKey);
       this._emit("outbox", this.pendingSends());
@@ -600,7 +611,7 @@ export class RealtimeClient {
       entry = { type, fields, resolve, reject, ref: null, internal: false, persistKey };
     });
     this._pending.push(entry);
-    if (this.hello) this._transmit(entry);
+    if (this.hello) this._pump();
     return promise;
   }
 
@@ -615,6 +626,32 @@ export class RealtimeClient {
         reject(new RealtimeError("disconnected", "Not connected."));
       }
     });
+  }
+
+  /**
+   * Send the application's waiting requests in order, at most MAX_IN_FLIGHT at
+   * a time. One waiting out a retry hint holds back those behind it, so the
+   * server runs them in the order they were made.
+   */
+  _pump() {
+    let inFlight = 0;
+    for (const entry of this._pending) {
+      if (entry.internal) continue;
+      if (entry.ref !== null) {
+        inFlight += 1;
+        continue;
+      }
+      if (entry.retryTimer || entry.parked || inFlight >= MAX_IN_FLIGHT) return;
+      if (!this._transmit(entry)) return;
+      inFlight += 1;
+    }
+  }
+
+  _retryLater(entry, delayMs) {
+    entry.retryTimer = setTimeout(() => {
+      entry.retryTimer = null;
+      this._pump();
+    }, delayMs);
   }
 
   _transmit(entry) {

@@ -13,7 +13,8 @@ The moving parts, each following docs/protocol.md:
   calls the application, then moves and saves the cursor;
 * an outbox of requests: each stays until it has a reply, is sent on whatever
   connection is up (a request made offline waits for one), at most
-  `max_in_flight` at once (the server queues 8 per connection), and is sent
+  `max_in_flight` at once (4: below the server's queue of 8 per connection,
+  beside the client's own sync and pings), and is sent
   again, unchanged, on the next connection when its reply never came. A
   `send` keeps its `client_msg_id`, so a retry of one that had committed is
   answered `duplicate: true` and creates nothing;
@@ -130,7 +131,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         cursor_store: CursorStore | None = None,
         backoff: Backoff | None = None,
-        max_in_flight: int = 8,
+        max_in_flight: int = 4,
         heartbeat: bool = True,
         rng: random.Random | None = None,
         on_event: Callback[LogEvent] | None = None,
