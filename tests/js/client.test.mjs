@@ -279,7 +279,14 @@ describe("reconnecting", { timeout: 60000 }, () => {
     await Promise.all([alice.connect(), bob.connect()]);
     proxy.blackhole = true; // the server gets the send and commits it; alice never hears back
     const sending = alice.send(conversation.id, "only once", { clientMsgId: `lost-reply-${conversation.id}` });
-    await sleep(500);
+    // Until the server has committed it (read over REST, past the proxy).
+    await until(
+      async () =>
+        JSON.stringify(
+          await server.rest(tokens.alice.token, "GET", `conversations/${conversation.id}/messages?after=0`),
+        ).includes("only once"),
+      "the send to commit",
+    );
     proxy.blackhole = false;
     proxy.cut();
     const result = await sending;

@@ -42,10 +42,11 @@ const CLIENT_CLOSE_STOPPED = 1000; // close() was called
 // Requests that are safe to send again on a new connection when their reply
 // never came: every write is idempotent (§12), and reads can be repeated.
 const RETRIED = new Set(["send", "edit", "delete", "read", "delivered", "fetch", "presence", "presence.subscribe"]);
-// Requests of the application in flight at once, oldest first: below the
-// server's queue per connection (WS_MAX_PENDING_REQUESTS, 8 by default), so a
-// burst (sends queued offline, then flushed) is never refused for a full queue
-// and retried out of order.
+// Writes of messages in flight at once, oldest first: below the server's queue
+// per connection (WS_MAX_PENDING_REQUESTS, 8 by default), and one waiting out
+// a retry hint holds back those behind it, so sends queued offline and then
+// flushed are written in the order they were made. Other requests go at once.
+const ORDERED = new Set(["send", "edit", "delete"]);
 const MAX_IN_FLIGHT = 4;
 
 /** A refused request or a failed connection: `code` is the protocol's error code. */
@@ -629,21 +630,29 @@ export class RealtimeClient {
   }
 
   /**
-   * Send the application's waiting requests in order, at most MAX_IN_FLIGHT at
-   * a time. One waiting out a retry hint holds back those behind it, so the
-   * server runs them in the order they were made.
+   * Send the application's waiting requests: writes of messages in order, at
+   * most MAX_IN_FLIGHT at a time, one waiting out a retry hint holding back
+   * the writes behind it; anything else at once.
    */
   _pump() {
     let inFlight = 0;
+    let blocked = false;
     for (const entry of this._pending) {
       if (entry.internal) continue;
+      const ordered = ORDERED.has(entry.type);
       if (entry.ref !== null) {
-        inFlight += 1;
+        if (ordered) inFlight += 1;
         continue;
       }
-      if (entry.retryTimer || entry.parked || inFlight >= MAX_IN_FLIGHT) return;
-      if (!this._transmit(entry)) return;
-      inFlight += 1;
+      if (entry.retryTimer || entry.parked) {
+        if (ordered) blocked = true;
+        continue;
+      }
+      if (ordered && (blocked || inFlight >= MAX_IN_FLIGHT)) {
+        blocked = true;
+        continue;
+      }
+      if (this._transmit(entry) && ordered) inFlight += 1;
     }
   }
 
