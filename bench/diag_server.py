@@ -10,10 +10,10 @@ $BENCH_DIAG_OUT, percentiles of:
   handler_ms        the gateway's `send` request, start to `ok` result (event loop side)
   queue_ms          from the handler calling the DB thread pool to send_message starting
                     in a worker thread (waiting for a free thread)
-  lock_wait_ms      SELECT ... FOR UPDATE on the conversation row (waiting for other sends)
+  lock_wait_ms      UPDATE ... RETURNING on the conversation row (waiting for other sends)
   lock_held_ms      row lock taken -> commit done (the serialized section)
-  publish_ms        send_now (after commit): group_send, run on the event loop while
-                    the worker thread waits for it
+  publish_ms        after commit: the change's turn in its conversation's publish line
+                    and its group_send on the event loop, while the worker thread waits
   send_message_ms   the whole service call in the worker thread
   layer_ms          publish start -> the hub's dispatch of that event (Redis round trip
                     and the hub's receive loop)
@@ -115,38 +115,38 @@ def timed_send_message(**kwargs):
 
 conversation_services.send_message = timed_send_message
 
-_original_lock = message_services.lock_conversation
+_original_lock = message_services.lock_and_take_next_seq
 
 
 def timed_lock(conversation_id):
     started = time.perf_counter()
-    conversation = _original_lock(conversation_id)
+    seq = _original_lock(conversation_id)
     _local.lock_taken = time.perf_counter()
     record("lock_wait_ms", _local.lock_taken - started)
-    return conversation
+    return seq
 
 
-message_services.lock_conversation = timed_lock
+message_services.lock_and_take_next_seq = timed_lock
 
-_original_send_now = publish.send_now
+# A change's commit fills its place in the conversation's publish line
+# (core/publish_order.py); its publish is done when the place's future is.
+_original_fill = publish.conversation_lines.fill
 
 
-def timed_send_now(event, groups):
+def timed_fill(place, item):
+    event = item[0]
     started = time.perf_counter()
-    taken = getattr(_local, "lock_taken", None)
-    if taken is not None and event.kind == "message.created":
-        record("lock_held_ms", started - taken)  # on_commit runs right after COMMIT
-        _local.lock_taken = None
     if event.kind == "message.created":
+        taken = getattr(_local, "lock_taken", None)
+        if taken is not None:
+            record("lock_held_ms", started - taken)  # on_commit runs right after COMMIT
+            _local.lock_taken = None
         _published_at[(event.conversation_id, event.seq)] = started
-    try:
-        return _original_send_now(event, groups)
-    finally:
-        if event.kind == "message.created":
-            record("publish_ms", time.perf_counter() - started)
+        place.done.add_done_callback(lambda _: record("publish_ms", time.perf_counter() - started))
+    return _original_fill(place, item)
 
 
-publish.send_now = timed_send_now
+publish.conversation_lines.fill = timed_fill
 
 # The hub's fan-out (event loop side).
 _original_dispatch = Hub.dispatch

@@ -5,6 +5,7 @@
     openapi.py        the error body in the OpenAPI schema
     events.py         the event envelope and the channel-layer group names
     publish.py        publishing events after commit
+    publish_order.py  a conversation's changes handed over in seq order
     coalesce.py       folding bursts of state updates into one broadcast per key
     server_loop.py    the gateway's event loop, for code on other threads
     db.py             running ORM work from async code on the DB thread pool

@@ -11,11 +11,16 @@ the layer) and a change's event carries `committed_at` in its meta (when its
 transaction committed, or its log row's created_at for the listener): the
 hubs measure publish-to-dispatch and commit-to-device latencies from them
 (observability/metrics.py).
+
+A conversation's changes are handed to the layer in seq order within a process
+(see publish_order.py): each waits, on the event loop, for the publish of the
+change before it.
 """
 
 import asyncio
 import logging
 import time
+from concurrent.futures import Future
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -25,6 +30,7 @@ from observability import metrics
 
 from . import server_loop
 from .events import Event, batch_layer_message
+from .publish_order import OnCommitHook, PublishLines
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +62,68 @@ def _send_on(loop, event: Event, groups: list[str]) -> None:
 
 
 def publish_on_commit(event: Event, groups: list[str]) -> None:
-    """Send `event` to `groups` once the surrounding transaction commits."""
-    transaction.on_commit(lambda: send_now(event.at_commit(time.time()), groups))
+    """Send `event` to `groups` once the surrounding transaction commits; a
+    conversation's change after the ones recorded before it in this process."""
+    if event.conversation_id is None or event.seq is None:
+        transaction.on_commit(lambda: send_now(event.at_commit(time.time()), groups))
+        return
+    place = conversation_lines.take_place(event.conversation_id)
+    hook = OnCommitHook(
+        conversation_lines, place, lambda: (event.at_commit(time.time()), groups), PUBLISH_TIMEOUT_SECONDS
+    )
+    transaction.on_commit(lambda: hook() or _timed_out(event))
+
+
+def _timed_out(event: Event) -> None:
+    logger.warning("publishing %s %s:%s timed out", event.kind, event.conversation_id, event.seq)
+
+
+def _hand_over(item: tuple[Event, list[str]], done: Future) -> None:
+    """Start publishing the next change of a conversation (called in seq order,
+    under the lines' lock). On a server's loop its publish waits there for
+    the one before; elsewhere (a command, a test) it is published right here."""
+    event, groups = item
+    loop = server_loop.get()
+    if loop is not None and loop.is_running() and not server_loop.on_this_thread(loop):
+        try:
+            loop.call_soon_threadsafe(_publish_in_turn, event, groups, done)
+            return
+        except RuntimeError:  # the loop closed just now: publish as without one
+            pass
+    try:
+        send_now(event, groups)
+    finally:
+        done.set_result(None)
+
+
+conversation_lines = PublishLines(_hand_over, stale_after=PUBLISH_TIMEOUT_SECONDS)
+
+# The last publish started for each conversation, on the gateway's loop only.
+_publishing: dict[int, asyncio.Task] = {}
+
+
+def _publish_in_turn(event: Event, groups: list[str], done: Future) -> None:
+    before = _publishing.get(event.conversation_id)
+    task = asyncio.get_running_loop().create_task(_publish_after(before, event, groups))
+    _publishing[event.conversation_id] = task
+
+    def finished(task: asyncio.Task) -> None:
+        if _publishing.get(event.conversation_id) is task:
+            del _publishing[event.conversation_id]
+        if not done.done():
+            done.set_result(None)
+
+    task.add_done_callback(finished)
+
+
+async def _publish_after(before: asyncio.Task | None, event: Event, groups: list[str]) -> None:
+    if before is not None:
+        await asyncio.wait([before])
+    try:
+        await asyncio.wait_for(send_async(event, groups), PUBLISH_TIMEOUT_SECONDS)
+    except TimeoutError:  # a hung layer must not hold up the conversation's next changes
+        metrics.PUBLISH_ERRORS.inc()
+        logger.warning("publishing %s timed out; the log has it", event.kind)
 
 
 async def send_async(event: Event, groups: list[str]) -> None:

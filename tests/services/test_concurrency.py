@@ -161,3 +161,46 @@ def test_a_send_waiting_on_a_removal_of_its_sender_is_refused(make_user):
     seqs = list(Change.objects.filter(conversation=conversation).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, conversation.last_seq + 1))
     assert not Change.objects.filter(conversation=conversation, kind="message.created").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_changes_committed_in_order_are_published_in_order_whichever_thread_is_first_after_commit(
+    make_user, monkeypatch
+):
+    """Seq 2 commits first, but its thread is held up after the commit (here by
+    an earlier on_commit hook of its transaction) while seq 3's thread commits
+    and publishes: seq 3 waits for seq 2."""
+    import core.publish
+
+    alice, bob = make_user(), make_user()
+    conversation, _ = create_conversation(creator=alice, kind="group", member_ids=[bob.pk])
+    published = []
+    monkeypatch.setattr(core.publish, "send_now", lambda event, groups: published.append(event.seq))
+    first_recorded, second_committed = threading.Event(), threading.Event()
+
+    def first():
+        try:
+            with transaction.atomic():
+                transaction.on_commit(lambda: second_committed.wait(10))
+                send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="first", body="1")
+                first_recorded.set()
+        finally:
+            connection.close()
+
+    def second():
+        try:
+            assert first_recorded.wait(10)
+            with transaction.atomic():
+                transaction.on_commit(second_committed.set)
+                send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="second", body="2")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert second_committed.is_set()
+    assert published == [2, 3]

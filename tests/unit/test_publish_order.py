@@ -1,0 +1,111 @@
+"""A conversation's changes are handed to the layer in seq order: places are
+taken in order, filled in any order, handed over from the head; a rolled-back
+place is given up when its hook is dropped; on the server's loop each publish
+waits for the one before it of the same conversation."""
+
+import asyncio
+import gc
+from concurrent.futures import Future
+
+import pytest
+
+import core.publish
+from core.events import Event
+from core.publish_order import OnCommitHook, PublishLines
+
+
+@pytest.fixture
+def handed():
+    return []
+
+
+@pytest.fixture
+def lines(handed):
+    def hand_over(item, done: Future):
+        handed.append(item)
+        done.set_result(None)
+
+    return PublishLines(hand_over, stale_after=60)
+
+
+def test_places_filled_out_of_order_are_handed_over_in_order(lines, handed):
+    first, second, third = (lines.take_place("c1") for _ in range(3))
+    lines.fill(third, 3)
+    lines.fill(second, 2)
+    assert handed == []
+    lines.fill(first, 1)
+    assert handed == [1, 2, 3]
+    assert lines.pending() == 0
+
+
+def test_lines_of_different_conversations_do_not_wait_for_each_other(lines, handed):
+    waiting = lines.take_place("c1")
+    other = lines.take_place("c2")
+    lines.fill(other, "c2:1")
+    assert handed == ["c2:1"]
+    lines.fill(waiting, "c1:1")
+    assert handed == ["c2:1", "c1:1"]
+
+
+def test_a_given_up_place_lets_the_line_move_on(lines, handed):
+    rolled_back, committed = lines.take_place("c1"), lines.take_place("c1")
+    lines.fill(committed, 2)
+    assert handed == []
+    lines.give_up(rolled_back)
+    assert handed == [2]
+    assert rolled_back.done.done()
+
+
+def test_a_hook_dropped_uncalled_gives_its_place_up(lines, handed):
+    place = lines.take_place("c1")
+    behind = lines.take_place("c1")
+    hook = OnCommitHook(lines, place, lambda: 1, wait_seconds=1)
+    lines.fill(behind, 2)
+    assert handed == []
+    del hook  # what a rollback does to the transaction's on_commit hooks
+    gc.collect()
+    assert handed == [2]
+
+
+def test_a_called_hook_fills_its_place_and_waits_for_the_hand_over(lines, handed):
+    hook = OnCommitHook(lines, lines.take_place("c1"), lambda: "made at commit", wait_seconds=1)
+    assert hook() is True
+    assert handed == ["made at commit"]
+    del hook
+    gc.collect()
+    assert handed == ["made at commit"]  # dropping it after the call changes nothing
+
+
+def test_a_place_stuck_ahead_is_skipped_after_the_wait(handed):
+    lines = PublishLines(lambda item, done: (handed.append(item), done.set_result(None)), stale_after=0)
+    lines.take_place("c1")  # never filled nor given up
+    hook = OnCommitHook(lines, lines.take_place("c1"), lambda: 2, wait_seconds=0.01)
+    assert hook() is True
+    assert handed == [2]
+
+
+def change(seq: int) -> Event:
+    return Event(kind="message.created", payload={"seq": seq}, conversation_id=7, seq=seq)
+
+
+async def test_on_the_loop_a_publish_waits_for_the_one_before_it(monkeypatch):
+    reached_the_layer = []
+    first_may_finish = asyncio.Event()
+
+    async def send_async(event, groups):
+        if event.seq == 2:
+            await first_may_finish.wait()  # a slow group_send
+        reached_the_layer.append(event.seq)
+
+    monkeypatch.setattr(core.publish, "send_async", send_async)
+    done = [Future() for _ in range(3)]
+    core.publish._publish_in_turn(change(2), ["g"], done[0])
+    core.publish._publish_in_turn(change(3), ["g"], done[1])
+    other = Event(kind="message.created", payload={}, conversation_id=8, seq=5)
+    core.publish._publish_in_turn(other, ["g"], done[2])
+    await asyncio.wrap_future(done[2])  # another conversation does not wait
+    assert reached_the_layer == [5]
+    first_may_finish.set()
+    await asyncio.wrap_future(done[1])
+    assert reached_the_layer == [5, 2, 3]
+    assert core.publish._publishing == {}
