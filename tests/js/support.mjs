@@ -131,6 +131,10 @@ export class Server {
     return `http://127.0.0.1:${this.port}`;
   }
 
+  get ws() {
+    return `ws://127.0.0.1:${this.port}/ws/v1/`;
+  }
+
   /**
    * SIGTERM: the server closes every connection with 4503 and exits. A process
    * still there after `graceMs` (a test's half-closed socket can hold it) is killed.

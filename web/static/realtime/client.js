@@ -515,9 +515,10 @@ export class RealtimeClient {
         entry.parked = true; // the server is going away: sent again on the next connection
         return;
       }
-      if (frame.code === "rate_limited" && !entry.internal) {
+      if (frame.code === "rate_limited" && (!entry.internal || entry.type === "sync")) {
         const wait = Math.round((frame.details?.retry_after ?? 1) * 1000);
-        this._retryLater(entry, wait);
+        if (entry.internal) this._retryOnThisConnection(entry, wait);
+        else this._retryLater(entry, wait);
         return;
       }
       if (frame.code === "internal_error" && RETRIED.has(entry.type) && (entry.failures = (entry.failures || 0) + 1) < 3) {
@@ -660,6 +661,19 @@ export class RealtimeClient {
     entry.retryTimer = setTimeout(() => {
       entry.retryTimer = null;
       this._pump();
+    }, delayMs);
+  }
+
+  // A sync refused for the moment is sent again after the hint, on this
+  // connection only: a disconnect meanwhile clears the timer and rejects it,
+  // and the next hello syncs anyway.
+  _retryOnThisConnection(entry, delayMs) {
+    entry.retryTimer = setTimeout(() => {
+      entry.retryTimer = null;
+      if (!this._transmit(entry)) {
+        this._finish(entry);
+        entry.reject(new RealtimeError("disconnected", "Not connected."));
+      }
     }, delayMs);
   }
 
