@@ -14,7 +14,7 @@ hubs measure publish-to-dispatch and commit-to-device latencies from them
 
 A conversation's changes are handed to the layer in seq order within a process
 (see publish_order.py): each waits, on the event loop, for the publish of the
-change before it.
+change before it, and those that pile up meanwhile go in one layer message.
 """
 
 import asyncio
@@ -98,32 +98,50 @@ def _hand_over(item: tuple[Event, list[str]], done: Future) -> None:
 
 conversation_lines = PublishLines(_hand_over, stale_after=PUBLISH_TIMEOUT_SECONDS)
 
-# The last publish started for each conversation, on the gateway's loop only.
-_publishing: dict[int, asyncio.Task] = {}
+# Per conversation, on the gateway's loop only: the changes waiting for the
+# publish in flight (the key exists while one is).
+_waiting: dict[int, list[tuple[Event, list[str], Future]]] = {}
 
 
 def _publish_in_turn(event: Event, groups: list[str], done: Future) -> None:
-    before = _publishing.get(event.conversation_id)
-    task = asyncio.get_running_loop().create_task(_publish_after(before, event, groups))
-    _publishing[event.conversation_id] = task
-
-    def finished(task: asyncio.Task) -> None:
-        if _publishing.get(event.conversation_id) is task:
-            del _publishing[event.conversation_id]
-        if not done.done():
-            done.set_result(None)
-
-    task.add_done_callback(finished)
+    """Publish after the changes of the conversation handed over before; the
+    ones that pile up behind a publish in flight go together, one layer
+    message per group (a burst costs the layer and every hub one message)."""
+    waiting = _waiting.get(event.conversation_id)
+    if waiting is not None:
+        waiting.append((event, groups, done))
+        return
+    _waiting[event.conversation_id] = [(event, groups, done)]
+    asyncio.get_running_loop().create_task(_publish_line(event.conversation_id))
 
 
-async def _publish_after(before: asyncio.Task | None, event: Event, groups: list[str]) -> None:
-    if before is not None:
-        await asyncio.wait([before])
+async def _publish_line(conversation_id: int) -> None:
     try:
-        await asyncio.wait_for(send_async(event, groups), PUBLISH_TIMEOUT_SECONDS)
+        while batch := _waiting[conversation_id]:
+            _waiting[conversation_id] = []
+            await _publish_together(batch)
+            for _, _, done in batch:
+                done.set_result(None)
+    finally:
+        for _, _, done in _waiting.pop(conversation_id, ()):
+            if not done.done():
+                done.set_result(None)
+
+
+async def _publish_together(batch: list[tuple[Event, list[str], Future]]) -> None:
+    try:
+        if len(batch) == 1:
+            event, groups, _ = batch[0]
+            await asyncio.wait_for(send_async(event, groups), PUBLISH_TIMEOUT_SECONDS)
+            return
+        by_group: dict[str, list[Event]] = {}
+        for event, groups, _ in batch:
+            for group in groups:
+                by_group.setdefault(group, []).append(event)
+        await asyncio.wait_for(send_batches_async(by_group), PUBLISH_TIMEOUT_SECONDS)
     except TimeoutError:  # a hung layer must not hold up the conversation's next changes
         metrics.PUBLISH_ERRORS.inc()
-        logger.warning("publishing %s timed out; the log has it", event.kind)
+        logger.warning("publishing %d change(s) timed out; the log has them", len(batch))
 
 
 async def send_async(event: Event, groups: list[str]) -> None:
@@ -165,7 +183,7 @@ async def send_batches_async(events_by_group: dict[str, list[Event]]) -> None:
         try:
             await layer.group_send(group, message)
             metrics.EVENTS_PUBLISHED.inc()
-        except Exception as error:  # state, not log: the next change or a snapshot brings it back
+        except Exception as error:  # as in send_async: the log, or the next broadcast, brings it back
             metrics.PUBLISH_ERRORS.inc()
             logger.warning(
                 "publishing a batch failed (%s: %s); not sent to %d group(s)",

@@ -90,16 +90,18 @@ def change(seq: int) -> Event:
 
 async def test_on_the_loop_a_publish_waits_for_the_one_before_it(monkeypatch):
     reached_the_layer = []
-    first_may_finish = asyncio.Event()
+    first_started, first_may_finish = asyncio.Event(), asyncio.Event()
 
     async def send_async(event, groups):
         if event.seq == 2:
+            first_started.set()
             await first_may_finish.wait()  # a slow group_send
         reached_the_layer.append(event.seq)
 
     monkeypatch.setattr(core.publish, "send_async", send_async)
     done = [Future() for _ in range(3)]
     core.publish._publish_in_turn(change(2), ["g"], done[0])
+    await first_started.wait()
     core.publish._publish_in_turn(change(3), ["g"], done[1])
     other = Event(kind="message.created", payload={}, conversation_id=8, seq=5)
     core.publish._publish_in_turn(other, ["g"], done[2])
@@ -108,4 +110,30 @@ async def test_on_the_loop_a_publish_waits_for_the_one_before_it(monkeypatch):
     first_may_finish.set()
     await asyncio.wrap_future(done[1])
     assert reached_the_layer == [5, 2, 3]
-    assert core.publish._publishing == {}
+    assert core.publish._waiting == {}
+
+
+async def test_on_the_loop_changes_piling_up_behind_a_publish_go_in_one_message_per_group(monkeypatch):
+    layer_messages = []
+    first_started, first_may_finish = asyncio.Event(), asyncio.Event()
+
+    async def send_async(event, groups):
+        first_started.set()
+        await first_may_finish.wait()
+        layer_messages.append({group: [event.seq] for group in groups})
+
+    async def send_batches_async(events_by_group):
+        layer_messages.append({group: [e.seq for e in events] for group, events in events_by_group.items()})
+
+    monkeypatch.setattr(core.publish, "send_async", send_async)
+    monkeypatch.setattr(core.publish, "send_batches_async", send_batches_async)
+    done = [Future() for _ in range(4)]
+    core.publish._publish_in_turn(change(2), ["conversation.7"], done[0])
+    await first_started.wait()
+    core.publish._publish_in_turn(change(3), ["conversation.7"], done[1])
+    core.publish._publish_in_turn(change(4), ["conversation.7", "user.1"], done[2])
+    core.publish._publish_in_turn(change(5), ["conversation.7"], done[3])
+    first_may_finish.set()
+    for future in done:
+        await asyncio.wrap_future(future)
+    assert layer_messages == [{"conversation.7": [2]}, {"conversation.7": [3, 4, 5], "user.1": [4]}]
