@@ -9,9 +9,11 @@ site cannot open a socket with a visitor's cookie. Programs send no Origin.
 """
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.http.request import split_domain_port, validate_host
 
 from core.db import on_db_pool
@@ -63,9 +65,11 @@ def _identify(scope, token) -> Device:
         if device is None:
             raise Refused(close_codes.UNAUTHORIZED, "invalid or revoked token")
     else:
-        user = scope.get("user")
         session = scope.get("session")
-        if user is None or not user.is_authenticated or session is None:
+        # Django's own lookup of a session's user (it checks the session's
+        # auth hash, and the fallback keys); it only reads request.session.
+        user = get_user(SimpleNamespace(session=session)) if session is not None else None
+        if user is None or not user.is_authenticated:
             raise Refused(close_codes.UNAUTHORIZED, "no token and no logged-in session")
         device = device_for_session(user, session)
         if device is None:

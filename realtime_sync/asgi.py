@@ -14,8 +14,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_sync.settings")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from gateway.health import readyz  # noqa: E402
 from observability import reporter  # noqa: E402
@@ -27,7 +27,10 @@ application = ProtocolTypeRouter(
     {
         "http": Endpoints(django_asgi_app, {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_endpoint}),
         # The Origin check happens in the gateway, where it can answer with a close code.
-        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        # The session's user is looked up there too, and only for a handshake
+        # without a token (Channels' AuthMiddleware would look it up for every
+        # handshake, on its one shared database thread).
+        "websocket": SessionMiddlewareStack(URLRouter(websocket_urlpatterns)),
     }
 )
 

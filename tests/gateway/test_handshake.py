@@ -63,6 +63,22 @@ async def test_session_cookie_gets_a_device_of_its_own(server, account):
     await second.close()
 
 
+async def test_a_session_from_before_a_password_change_is_refused_with_4401(server, account):
+    user, _ = await account(username="pat")
+
+    @database_sync_to_async
+    def session_cookie_then_new_password():
+        client = Client()
+        assert client.login(username="pat", password="correct horse battery staple")
+        user.set_password("another horse battery staple")
+        user.save()
+        return client.cookies["sessionid"].value
+
+    cookie = await session_cookie_then_new_password()
+    headers = {"Cookie": f"sessionid={cookie}", "Origin": "http://localhost"}
+    assert await refused_with(server.url, headers=headers) == close_codes.UNAUTHORIZED
+
+
 @pytest.mark.parametrize(
     "options",
     [
