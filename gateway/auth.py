@@ -8,6 +8,7 @@ A browser always sends `Origin`; it must name one of ALLOWED_HOSTS, so another
 site cannot open a socket with a visitor's cookie. Programs send no Origin.
 """
 
+import logging
 from dataclasses import dataclass
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
@@ -21,8 +22,11 @@ from devices.authentication import touch
 from devices.models import Device
 from devices.selectors import device_for_token
 from devices.services import device_for_session
+from presence import services as presence_services
 
 from . import close_codes
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,5 +89,16 @@ async def identify(scope) -> Device:
 
 
 @on_db_pool
-def is_active(device_id: int) -> bool:
-    return Device.objects.active().filter(pk=device_id, user__is_active=True).exists()
+def still_active_then_online(device, connection_id: str) -> tuple[bool, bool]:
+    """Run once the device's groups are joined: is the device still active (a
+    revoke that committed before the join has no event here), and if it is,
+    mark it online, in the same trip to the database pool. (active, whether
+    the user's presence changed). A failure to mark it online is logged, not
+    raised: presence is state that the next refresh sets right."""
+    if not Device.objects.active().filter(pk=device.pk, user__is_active=True).exists():
+        return False, False
+    try:
+        return True, presence_services.device_online(device=device, connection_id=connection_id)
+    except Exception as error:
+        logger.warning("marking device %s online failed (%s: %s)", device.pk, type(error).__name__, error)
+        return True, False

@@ -14,7 +14,7 @@ from observability import metrics
 from presence import live as presence
 
 from . import close_codes, frames
-from .auth import Refused, identify, is_active
+from .auth import Refused, identify, still_active_then_online
 from .connection import DeviceConnection
 from .hub import Hub
 from .transport import is_gone, transport_of
@@ -83,15 +83,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         metrics.CONNECTS.inc()
         self.connection = DeviceConnection(self, hub, device)
         await hub.attach(self.connection)
-        # A revoke that committed before the device group was joined has no event here.
-        if not await is_active(device.pk):
+        active, presence_changed = await still_active_then_online(device, self.connection.connection_id)
+        if not active:
             metrics.refused(close_codes.DEVICE_REVOKED)
             await self.connection.close(close_codes.DEVICE_REVOKED, "device revoked")
             return
-        try:
-            await presence.connected(device, self.connection.connection_id)
-        except Exception as error:  # presence is state: the next refresh or change sets it right
-            logger.warning("marking device %s online failed (%s: %s)", device.pk, type(error).__name__, error)
+        if presence_changed:
+            presence.announce(device.user_id)
 
     async def receive(self, text_data=None, bytes_data=None):
         connection = self.connection

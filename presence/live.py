@@ -59,11 +59,6 @@ def announce(user_id: int) -> None:
     changes.submit(user_id, None)
 
 
-async def connected(device, connection_id: str) -> None:
-    if await on_db_pool(services.device_online)(device=device, connection_id=connection_id):
-        announce(device.user_id)
-
-
 async def disconnected(device, connection_id: str) -> None:
     if await on_db_pool(services.device_offline)(device=device, connection_id=connection_id):
         announce(device.user_id)
