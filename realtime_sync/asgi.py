@@ -15,9 +15,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_sync.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import SessionMiddlewareStack  # noqa: E402
 
 from gateway.health import readyz  # noqa: E402
+from gateway.session import SessionWhenCookie  # noqa: E402
 from observability import reporter  # noqa: E402
 from observability.http import Endpoints, healthz, metrics_endpoint  # noqa: E402
 
@@ -30,7 +30,7 @@ application = ProtocolTypeRouter(
         # The session's user is looked up there too, and only for a handshake
         # without a token (Channels' AuthMiddleware would look it up for every
         # handshake, on its one shared database thread).
-        "websocket": SessionMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "websocket": SessionWhenCookie(URLRouter(websocket_urlpatterns)),
     }
 )
 
