@@ -12,7 +12,8 @@ health.py      GET /readyz: may a load balancer send this process new connection
 admission.py   how many handshakes and syncs a process takes on at once
 inbox.py       a connection's requests: admitted under its limits, run in order
 limits.py      token buckets per connection and per user
-transport.py   how much output a client has not read yet, and dropping it
+transport.py   sending frames to Daphne's connections; output not read yet, and dropping it
+compression.py permessage-deflate: what is accepted of a client's offer, deflating frames
 requests.py    the requests a device may send, each calling a service
 typing.py      one connection's typing indicators (never stored)
 frames.py      encoding replies and errors; decoding requests

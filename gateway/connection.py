@@ -34,10 +34,10 @@ JOINING_KINDS = {Change.Kind.CONVERSATION_CREATED, Change.Kind.MEMBER_ADDED}
 
 
 class DeviceConnection:
-    def __init__(self, consumer, hub, device):
+    def __init__(self, consumer, hub, device, outbound: transport.Outbound | None = None):
         self.consumer = consumer
-        self.protocol = transport.protocol_of(consumer)
-        self.transport = getattr(self.protocol, "transport", None)
+        self.outbound = transport.Outbound(transport.protocol_of(consumer)) if outbound is None else outbound
+        self.transport = self.outbound.transport
         self.hub = hub
         self.device_id = device.pk
         self.user_id = device.user_id
@@ -80,7 +80,7 @@ class DeviceConnection:
             await self.close(close_codes.TOO_FAR_BEHIND, "too slow; reconnect and sync")
             transport.abort(self.transport)
             return
-        if not transport.send_prepared(self.protocol, text):
+        if not self.outbound.send(text):
             await self.consumer.send(text_data=text)
         metrics.frame_out(text)
 

@@ -17,7 +17,7 @@ from . import close_codes, frames
 from .auth import Refused, identify, still_active_then_online
 from .connection import DeviceConnection
 from .hub import Hub
-from .transport import is_gone, transport_of
+from .transport import Outbound, is_gone, protocol_of, transport_of
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     # no layer by that name, runs the consumer on its socket alone.
     channel_layer_alias = "gateway-consumers-read-no-layer"
     connection: DeviceConnection | None = None
+    outbound: Outbound | None = None
 
     async def dispatch(self, message):
         """Channels' dispatch without its `close_old_connections` on the shared
@@ -45,9 +46,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self):
+        # Before accepting: accepting answers the handshake, and with it the
+        # client's permessage-deflate offer.
+        self.outbound = Outbound(protocol_of(self), accept_deflate=settings.WS_COMPRESSION)
         # Accept first, then close with a code: a browser cannot read the HTTP
         # status of a refused handshake, but it can read a close code.
         await self.accept()
+        self.outbound.opened()
         hub = await Hub.running()
         if hub.draining:
             metrics.refused("draining")
@@ -56,7 +61,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if not await hub.admission.enter():
             metrics.refused("overloaded")
             overloaded = frames.Overloaded(retry_after=hub.admission.retry_after())
-            await self.send(text_data=frames.error(None, overloaded))
+            await self.send_text(frames.error(None, overloaded))
             await self.close(code=close_codes.GOING_AWAY, reason="overloaded; retry later")
             return
         try:
@@ -75,13 +80,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         if hub.user_buckets.connections_of(device.user_id) >= settings.WS_MAX_CONNECTIONS_PER_USER:
             metrics.refused(close_codes.TOO_MANY_CONNECTIONS)
-            await self.send(text_data=frames.error(None, frames.TooManyConnections()))
+            await self.send_text(frames.error(None, frames.TooManyConnections()))
             await self.close(code=close_codes.TOO_MANY_CONNECTIONS, reason="too many connections")
             return
         # hello first: whatever the groups joined below deliver comes after it.
-        await self.send(text_data=hello(device))
+        await self.send_text(hello(device))
         metrics.CONNECTS.inc()
-        self.connection = DeviceConnection(self, hub, device)
+        self.connection = DeviceConnection(self, hub, device, self.outbound)
         await hub.attach(self.connection)
         active, presence_changed = await still_active_then_online(device, self.connection.connection_id)
         if not active:
@@ -90,6 +95,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         if presence_changed:
             presence.announce(device.user_id)
+
+    async def send_text(self, text: str) -> None:
+        """A frame before the connection is set up (DeviceConnection.send_text after)."""
+        if not self.outbound.send(text, once=True):
+            await self.send(text_data=text)
 
     async def receive(self, text_data=None, bytes_data=None):
         connection = self.connection

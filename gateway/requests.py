@@ -124,9 +124,11 @@ async def sync(connection, frame):
     Each conversation's stream subscribes before it reads the log, and the
     streams drop what the device already has, so changes committed during the
     catch-up arrive exactly once. The `ok` reply comes after the catch-up frames.
+    Under permessage-deflate, the catch-up's frames are compressed together
+    (each may refer to the ones before it), not one by one.
     """
     cursors = _cursors_of(frame)
-    with connection.hub.admission.admitted():
+    with connection.hub.admission.admitted(), connection.outbound.catching_up():
         return await _sync(connection, cursors)
 
 

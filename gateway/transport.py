@@ -1,5 +1,5 @@
-"""Daphne's side of a connection: sending to it directly, how much its client
-has not read yet, and dropping it.
+"""Daphne's side of a connection: sending to it directly (deflated when the
+client negotiated it), how much its client has not read yet, and dropping it.
 
 Daphne hands each application `send = partial(server.handle_reply, protocol)`; the
 protocol's Twisted transport keeps in the server's memory whatever the socket
@@ -9,10 +9,11 @@ frame (see DeviceConnection.send_text). Under anything but Daphne there is no
 transport to see: it reads 0 and nothing is dropped.
 """
 
+import contextlib
 import functools
 from collections import OrderedDict
 
-from autobahn.websocket.protocol import PreparedMessage
+from . import compression
 
 # Middleware may wrap `send` (Channels' SessionMiddleware keeps Daphne's as
 # `real_send` on its wrapper); a few levels are looked through.
@@ -37,55 +38,144 @@ def transport_of(consumer):
     return getattr(protocol_of(consumer), "transport", None)
 
 
+class Frame:
+    """One text frame, framed once per process for the many connections it goes
+    to: as it is, and deflated on its own (compression.py) for those that
+    negotiated permessage-deflate, once the first of them needs it."""
+
+    __slots__ = ("payload", "plain", "_deflated")
+
+    def __init__(self, text: str):
+        self.payload = text.encode()
+        self.plain = compression.text_frame(self.payload)
+        self._deflated: dict[int, bytes] | None = None  # window bits -> frame
+
+    def deflated(self, window_bits: int) -> bytes:
+        """The frame deflated with this window, or the plain frame when it is
+        short or deflate would not make it smaller."""
+        if self._deflated is None:
+            self._deflated = {}
+        frame = self._deflated.get(window_bits)
+        if frame is None:
+            frame = self._deflated[window_bits] = self._deflate(window_bits)
+        return frame
+
+    def _deflate(self, window_bits: int) -> bytes:
+        if len(self.payload) < compression.MIN_BYTES:
+            return self.plain
+        data = compression.deflate(self.payload, window_bits)
+        return compression.text_frame(data, compressed=True) if len(data) < len(self.payload) else self.plain
+
+
 class PreparedFrames:
-    """Text frames framed once per process (autobahn's PreparedMessage) for the
-    many connections an event goes to. An event's text is one string object
+    """The latest frames (Frame), by text. An event's text is one string object
     shared by every stream that sends it, so the lookup hashes it once."""
 
     def __init__(self, size: int = MAX_PREPARED_FRAMES):
         self.size = size
-        self._frames: OrderedDict[str, PreparedMessage] = OrderedDict()
+        self._frames: OrderedDict[str, Frame] = OrderedDict()
 
-    def of(self, text: str) -> PreparedMessage:
-        prepared = self._frames.get(text)
-        if prepared is None:
-            prepared = self._frames[text] = PreparedMessage(text.encode(), False, False, False)
+    def of(self, text: str) -> Frame:
+        frame = self._frames.get(text)
+        if frame is None:
+            frame = self._frames[text] = Frame(text)
             if len(self._frames) > self.size:
                 self._frames.popitem(last=False)
-        return prepared
+        return frame
 
 
 prepared_frames = PreparedFrames()
 
 
-def send_prepared(protocol, text: str) -> bool:
-    """Hand a text frame straight to an open Daphne connection, framed once
-    for all: Channels' and Daphne's send path (an ASGI message, middleware,
-    a dispatch on its type, encoding and framing per connection) was a tenth
-    of a busy server's time. False when there is no open protocol to send on
-    (another server, or the socket is closing): the caller uses the ASGI send."""
-    if protocol is None or getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
-        return False
-    prepared = prepared_frames.of(text)
-    if _plain(protocol):
-        # What autobahn's sendData does for an uncompressed frame with nothing
-        # queued before it, without the debug line it formats on every call
-        # (its arguments are built whatever the log level: 4 % of a busy server).
-        protocol.transport.write(prepared.payloadHybi)
-    else:
-        protocol.sendPreparedMessage(prepared)
-    return True
+class Outbound:
+    """How text frames reach one Daphne connection: handed straight to its
+    transport, framed once per process. Channels' and Daphne's send path (an
+    ASGI message, middleware, a dispatch on its type, encoding and framing per
+    connection) was a tenth of a busy server's time.
+
+    With `accept_deflate`, the client's permessage-deflate offer is accepted
+    (compression.py); create it before accepting the WebSocket and call
+    `opened` after. A connection that negotiated it gets each frame deflated
+    on its own (shared with every other such connection), or, inside
+    `catching_up`, through a compressor of its own."""
+
+    __slots__ = ("protocol", "transport", "window_bits", "context_allowed", "_negotiation", "_context")
+
+    def __init__(self, protocol, *, accept_deflate: bool = False):
+        self.protocol = protocol
+        self.transport = getattr(protocol, "transport", None)
+        self.window_bits: int | None = None  # set when deflate was negotiated
+        self.context_allowed = False
+        self._negotiation = None
+        self._context = None
+        if accept_deflate and protocol is not None:
+            self._negotiation = compression.Negotiation()
+            # Read by autobahn when it answers the handshake, i.e. when the
+            # application accepts (the factory's value was copied at connect).
+            protocol.perMessageCompressionAccept = self._negotiation.accept
+
+    def opened(self) -> None:
+        """After the handshake: take what was negotiated."""
+        negotiation, self._negotiation = self._negotiation, None
+        if negotiation is None or negotiation.accepted is None:
+            return
+        if compression.release_between_messages(self.protocol):
+            self.window_bits = negotiation.window_bits
+            self.context_allowed = negotiation.context_allowed
+
+    @property
+    def compressed(self) -> bool:
+        return self.window_bits is not None
+
+    def send(self, text: str, *, once: bool = False) -> bool:
+        """Send a text frame (`once`: a frame for this connection only, such as
+        `hello`, not kept among the prepared ones). False when there is no open
+        protocol to send on (another server, or the socket is closing): the
+        caller uses the ASGI send."""
+        protocol = self.protocol
+        if protocol is None or getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
+            return False
+        frame = Frame(text) if once else prepared_frames.of(text)
+        window_bits = self.window_bits
+        if window_bits is None:
+            data = frame.plain
+        elif self._context is not None and len(frame.payload) >= compression.MIN_BYTES:
+            data = compression.text_frame(
+                compression.deflate(frame.payload, window_bits, self._context), compressed=True
+            )
+        else:
+            data = frame.deflated(window_bits)
+        if _direct(protocol):
+            # What autobahn's sendData does with nothing queued before it, without
+            # the debug line it formats on every call (its arguments are built
+            # whatever the log level: 4 % of a busy server).
+            protocol.transport.write(data)
+        else:
+            protocol.sendData(data)
+        return True
+
+    @contextlib.contextmanager
+    def catching_up(self):
+        """While this lasts, the connection's compressed frames go through one
+        compressor of its own, each referring to the ones before it: a catch-up
+        is hundreds of similar events. Every compressed frame it sends meanwhile
+        must (and does) go through it; the frames after it are on their own
+        again. Nothing happens without deflate, or if the client asked for
+        server_no_context_takeover."""
+        if not self.context_allowed or self._context is not None:
+            yield
+            return
+        self._context = compression.compressor(self.window_bits)
+        try:
+            yield
+        finally:
+            self._context = None
 
 
-def _plain(protocol) -> bool:
-    """No compression, no frames queued ahead, no octet logging: the frame can
-    go to the transport as it is. Read defensively: any doubt takes autobahn's
-    own path."""
-    return (
-        getattr(protocol, "_perMessageCompress", True) is None
-        and not getattr(protocol, "send_queue", True)
-        and getattr(protocol, "logOctets", True) is False
-    )
+def _direct(protocol) -> bool:
+    """No frames queued ahead, no octet logging: the frame can go to the
+    transport as it is. Read defensively: any doubt takes autobahn's sendData."""
+    return not getattr(protocol, "send_queue", True) and getattr(protocol, "logOctets", True) is False
 
 
 def queued_bytes(transport) -> int:

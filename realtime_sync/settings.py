@@ -346,6 +346,8 @@ STATUS_DELIVERY_P99_TARGET = env.float("STATUS_DELIVERY_P99_TARGET", default=0.2
 WS_HEARTBEAT_INTERVAL = env.float("WS_HEARTBEAT_INTERVAL", default=25.0)
 WS_HEARTBEAT_TIMEOUT = env.float("WS_HEARTBEAT_TIMEOUT", default=60.0)
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=65536)
+# Accept a client's permessage-deflate offer (parameters in gateway/compression.py).
+WS_COMPRESSION = env.bool("WS_COMPRESSION", default=True)
 WS_SHUTDOWN_GRACE_SECONDS = env.float("WS_SHUTDOWN_GRACE_SECONDS", default=10.0)
 # On SIGTERM, how long a process stays up answering /readyz with 503 (and new
 # connections with 4503) before it closes its connections, so a load balancer

@@ -1,16 +1,22 @@
 """Frames framed once per process and handed straight to Daphne's protocol."""
 
-from gateway.transport import PreparedFrames, send_prepared
+import random
+import string
+import zlib
+
+from gateway import compression
+from gateway.transport import Frame, Outbound, PreparedFrames
+
+LONG = '{"type":"event","kind":"message.created","payload":{"body":"' + "lunch at noon? " * 10 + '"}}'
 
 
 class FakeProtocol:
     STATE_OPEN, STATE_CLOSING = 3, 2
 
-    def __init__(self, state=3, compress=None, queued=()):
+    def __init__(self, state=3, queued=()):
         self.state = state
         self.sent = []
         self.written = []
-        self._perMessageCompress = compress
         self.send_queue = list(queued)
         self.logOctets = False
         self.transport = self
@@ -18,8 +24,23 @@ class FakeProtocol:
     def write(self, data):
         self.written.append(data)
 
-    def sendPreparedMessage(self, prepared):  # noqa: N802 (autobahn's name)
-        self.sent.append(prepared)
+    def sendData(self, data):  # noqa: N802 (autobahn's name)
+        self.sent.append(data)
+
+
+def deflated_outbound(protocol=None, *, window_bits=compression.WINDOW_BITS, context_allowed=True) -> Outbound:
+    """An Outbound as `opened` leaves it after negotiating permessage-deflate."""
+    outbound = Outbound(protocol or FakeProtocol())
+    outbound.window_bits, outbound.context_allowed = window_bits, context_allowed
+    return outbound
+
+
+def inflate(frame: bytes, inflater=None) -> str:
+    """The text of a compressed frame, as a client's inflater reads it."""
+    assert frame[0] == 0xC1  # final text frame, RSV1 set
+    payload = frame[2:] if frame[1] <= 125 else frame[4:] if frame[1] == 126 else frame[10:]
+    inflater = inflater or zlib.decompressobj(-15)
+    return inflater.decompress(payload + b"\x00\x00\xff\xff").decode()
 
 
 def test_one_text_is_framed_once_for_every_connection():
@@ -27,8 +48,7 @@ def test_one_text_is_framed_once_for_every_connection():
     text = '{"type":"event","seq":1}'
     first = frames.of(text)
     assert frames.of(text) is first
-    assert first.payloadHybi.endswith(text.encode())  # an unmasked text frame around the text
-    assert first.payloadHybi[0] == 0x81
+    assert first.plain == b"\x81" + bytes([len(text)]) + text.encode()  # an unmasked text frame around the text
 
 
 def test_the_oldest_frames_are_forgotten_past_the_bound():
@@ -41,13 +61,66 @@ def test_the_oldest_frames_are_forgotten_past_the_bound():
 
 def test_only_an_open_protocol_is_sent_to_directly():
     open_protocol, closing = FakeProtocol(), FakeProtocol(state=FakeProtocol.STATE_CLOSING)
-    assert send_prepared(open_protocol, "x") is True and open_protocol.written == [b"\x81\x01x"]
-    assert send_prepared(closing, "x") is False and closing.sent == closing.written == []
-    assert send_prepared(None, "x") is False
+    assert Outbound(open_protocol).send("x") is True and open_protocol.written == [b"\x81\x01x"]
+    assert Outbound(closing).send("x") is False and closing.sent == closing.written == []
+    assert Outbound(None).send("x") is False
 
 
-def test_compression_or_frames_queued_ahead_take_autobahns_own_path():
-    compressed, busy = FakeProtocol(compress=object()), FakeProtocol(queued=[(b"earlier", False)])
-    for protocol in (compressed, busy):
-        assert send_prepared(protocol, "x") is True
-        assert protocol.written == [] and len(protocol.sent) == 1
+def test_frames_queued_ahead_take_autobahns_send_path():
+    busy = FakeProtocol(queued=[(b"earlier", False)])
+    assert Outbound(busy).send("x") is True
+    assert busy.written == [] and busy.sent == [b"\x81\x01x"]
+
+
+def test_a_frame_is_deflated_once_for_every_compressed_connection():
+    frame = Frame(LONG)
+    deflated = frame.deflated(12)
+    assert frame.deflated(12) is deflated
+    assert len(deflated) < len(frame.plain)
+    assert inflate(deflated) == LONG
+
+
+def test_short_or_incompressible_frames_go_as_they_are():
+    short = Frame('{"type":"pong","ref":1}')
+    assert short.deflated(12) is short.plain
+    letters = random.Random(7).choices(string.ascii_letters + string.digits, k=110)
+    noise = Frame('{"body":"' + "".join(letters) + '"}')
+    assert noise.deflated(12) is noise.plain
+
+
+def test_compressed_and_plain_connections_share_one_prepared_frame():
+    plain_protocol, deflate_protocol = FakeProtocol(), FakeProtocol()
+    plain, deflated = Outbound(plain_protocol), deflated_outbound(deflate_protocol)
+    for outbound in (deflated, plain, deflated):
+        assert outbound.send(LONG)
+    assert plain_protocol.written == [Frame(LONG).plain]
+    assert deflate_protocol.written[0] is deflate_protocol.written[1]  # the same bytes, deflated once
+    assert inflate(deflate_protocol.written[0]) == LONG
+
+
+def test_a_catch_up_is_compressed_as_one_stream_and_the_frames_after_it_on_their_own():
+    protocol = FakeProtocol()
+    outbound = deflated_outbound(protocol)
+    texts = [LONG.replace("noon", f"noon {i}") for i in range(5)]
+    with outbound.catching_up():
+        for text in texts[:3]:
+            outbound.send(text)
+        outbound.send('{"type":"pong","ref":1}')  # short: plain, and not through the compressor
+    for text in texts[3:]:
+        outbound.send(text)
+    written = protocol.written
+    assert written[3] == b'\x81\x17{"type":"pong","ref":1}'
+    # Each frame of the catch-up refers to the one before it: far smaller than on its own.
+    assert len(written[1]) < len(Frame(texts[1]).deflated(12)) // 2
+    # One inflater keeping its window reads every compressed frame in order, as a client does.
+    inflater = zlib.decompressobj(-15)
+    assert [inflate(f, inflater) for f in written[:3] + written[4:]] == texts
+    assert written[4] == Frame(texts[3]).deflated(12)  # after the catch-up: on its own again
+
+
+def test_no_catch_up_compressor_when_the_client_asked_for_no_context_takeover_or_without_deflate():
+    for outbound in (deflated_outbound(context_allowed=False), Outbound(FakeProtocol())):
+        with outbound.catching_up():
+            outbound.send(LONG)
+            outbound.send(LONG)
+        assert outbound.protocol.written[0] == outbound.protocol.written[1]
