@@ -80,9 +80,10 @@ class DeviceConnection:
             await self.close(close_codes.TOO_FAR_BEHIND, "too slow; reconnect and sync")
             transport.abort(self.transport)
             return
-        if not self.outbound.send(text):
+        written = self.outbound.send(text)
+        if not written:
             await self.consumer.send(text_data=text)
-        metrics.frame_out(text)
+        metrics.frame_out(text, written)
 
     def mark_closed(self) -> None:
         """Send nothing more: every stream stops where it is, queued requests are dropped."""

@@ -127,14 +127,14 @@ class Outbound:
     def compressed(self) -> bool:
         return self.window_bits is not None
 
-    def send(self, text: str, *, once: bool = False) -> bool:
+    def send(self, text: str, *, once: bool = False) -> int:
         """Send a text frame (`once`: a frame for this connection only, such as
-        `hello`, not kept among the prepared ones). False when there is no open
-        protocol to send on (another server, or the socket is closing): the
-        caller uses the ASGI send."""
+        `hello`, not kept among the prepared ones); the bytes written. 0 when
+        there is no open protocol to send on (another server, or the socket is
+        closing): the caller uses the ASGI send."""
         protocol = self.protocol
         if protocol is None or getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
-            return False
+            return 0
         frame = Frame(text) if once else prepared_frames.of(text)
         window_bits = self.window_bits
         if window_bits is None:
@@ -152,7 +152,7 @@ class Outbound:
             protocol.transport.write(data)
         else:
             protocol.sendData(data)
-        return True
+        return len(data)
 
     @contextlib.contextmanager
     def catching_up(self):

@@ -91,6 +91,10 @@ FRAMES_REFUSED = counter(
 )
 FRAMES_OUT = counter("realtime_frames_out_total", "Frames sent, by frame type and event kind.", ["type", "kind"])
 BYTES_OUT = counter("realtime_bytes_out_total", "Bytes of frames sent (UTF-8).")
+BYTES_OUT_WIRE = counter(
+    "realtime_bytes_out_wire_total",
+    "Bytes written to clients' sockets for those frames: WebSocket framing included, after permessage-deflate.",
+)
 FRAMES_DROPPED = counter(
     "realtime_frames_dropped_total", "State frames (typing, presence, receipts) dropped for a client not reading."
 )
@@ -233,8 +237,8 @@ _EVENT_PREFIX = '{"type":"event","kind":"'
 _FRAME_LABELS_MAX = 200  # server-made labels are a small set; this only guards against a bug
 
 
-def frame_out(text: str) -> None:
-    """A frame was handed to the transport."""
+def frame_out(text: str, wire_bytes: int = 0) -> None:
+    """A frame was handed to the transport (`wire_bytes`: what was written for it, when known)."""
     if text.startswith(_EVENT_PREFIX):
         key = text[: text.find('"', len(_EVENT_PREFIX))]
     else:
@@ -244,6 +248,8 @@ def frame_out(text: str) -> None:
         child = _frame_out_child(key)
     child.inc()
     BYTES_OUT.inc(len(text) if text.isascii() else len(text.encode()))
+    if wire_bytes:
+        BYTES_OUT_WIRE.inc(wire_bytes)
 
 
 def _frame_out_child(key: str):

@@ -70,6 +70,9 @@ def test_frame_labels_come_from_the_frame_text():
     before = metrics.FRAMES_OUT.labels("event", "message.created")._value.get()
     metrics.frame_out('{"type":"event","kind":"message.created","conversation_id":1,"seq":2,"payload":{}}')
     assert metrics.FRAMES_OUT.labels("event", "message.created")._value.get() == before + 1
+    wire_before = metrics.BYTES_OUT_WIRE._value.get()
+    metrics.frame_out('{"type":"pong","ref":"r","server_time":"2025-05-02T09:30:25.118Z"}', 61)
+    assert metrics.BYTES_OUT_WIRE._value.get() == wire_before + 61
     ok_before = metrics.FRAMES_OUT.labels("ok", "")._value.get()
     metrics.frame_out('{"type":"ok","ref":"r","result":{}}')
     assert metrics.FRAMES_OUT.labels("ok", "")._value.get() == ok_before + 1

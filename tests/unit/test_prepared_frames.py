@@ -61,14 +61,14 @@ def test_the_oldest_frames_are_forgotten_past_the_bound():
 
 def test_only_an_open_protocol_is_sent_to_directly():
     open_protocol, closing = FakeProtocol(), FakeProtocol(state=FakeProtocol.STATE_CLOSING)
-    assert Outbound(open_protocol).send("x") is True and open_protocol.written == [b"\x81\x01x"]
-    assert Outbound(closing).send("x") is False and closing.sent == closing.written == []
-    assert Outbound(None).send("x") is False
+    assert Outbound(open_protocol).send("x") == 3 and open_protocol.written == [b"\x81\x01x"]
+    assert Outbound(closing).send("x") == 0 and closing.sent == closing.written == []
+    assert Outbound(None).send("x") == 0
 
 
 def test_frames_queued_ahead_take_autobahns_send_path():
     busy = FakeProtocol(queued=[(b"earlier", False)])
-    assert Outbound(busy).send("x") is True
+    assert Outbound(busy).send("x") == 3
     assert busy.written == [] and busy.sent == [b"\x81\x01x"]
 
 
