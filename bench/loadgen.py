@@ -34,7 +34,7 @@ HANDSHAKE_TIMEOUT = 60.0  # for one device's first frame and each handshake repl
 DRAIN_IDLE_SECONDS = 5.0  # stop waiting for deliveries once nothing arrived for this long
 # How every device's socket is opened, product and baseline alike (websockets.connect options).
 CONNECT_OPTIONS = {
-    "compression": None,  # neither server negotiates it; keep the client's work equal
+    "compression": None,  # not offered: the same frames for both servers (bench/compression.py measures it)
     "proxy": None,  # never go through a proxy: 127.0.0.1 only
     "ping_interval": None,  # WebSocket-level pings do not count as heartbeats anyway
 }
