@@ -87,6 +87,11 @@ class Negotiation:
         return self.accepted is not None and not self.accepted.offer.request_no_context_takeover
 
 
+def decline(offers) -> None:
+    """autobahn's default: accept no compression."""
+    return None
+
+
 def window_bits_for(offer: PerMessageDeflateOffer) -> int:
     requested = offer.request_max_window_bits  # 0: the client set no limit
     return min(WINDOW_BITS, requested) if requested else WINDOW_BITS

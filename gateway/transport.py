@@ -117,7 +117,11 @@ class Outbound:
     def opened(self) -> None:
         """After the handshake: take what was negotiated."""
         negotiation, self._negotiation = self._negotiation, None
-        if negotiation is None or negotiation.accepted is None:
+        if negotiation is None:
+            return
+        # The handshake is over: let the negotiation (and the offer) go.
+        self.protocol.perMessageCompressionAccept = compression.decline
+        if negotiation.accepted is None:
             return
         if compression.release_between_messages(self.protocol):
             self.window_bits = negotiation.window_bits

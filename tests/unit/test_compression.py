@@ -140,3 +140,69 @@ def read_frame(data: bytes, client: Client) -> Frame:
     frame = done.value.value
     assert frame.fin and frame.opcode == Opcode.TEXT and not reader.buffer
     return frame
+
+
+class FakeTcpTransport:
+    def __init__(self):
+        self.written = b""
+
+    def write(self, data):
+        self.written += data
+
+    def getPeer(self):  # noqa: N802 (Twisted's name)
+        return SimpleNamespace(host="127.0.0.1", port=40000)
+
+    def getHost(self):  # noqa: N802
+        return SimpleNamespace(host="127.0.0.1", port=8000)
+
+    def setTcpNoDelay(self, enabled):  # noqa: N802
+        pass
+
+
+def autobahn_handshake(extensions: str | None, *, accept_deflate: bool):
+    """An autobahn server protocol answering a handshake, with the gateway's
+    Outbound set on it before the answer, as the consumer does under Daphne."""
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+
+    protocol = WebSocketServerProtocol()
+    protocol.factory = WebSocketServerFactory()  # accepts no compression, as Daphne's
+    protocol.transport = FakeTcpTransport()
+    protocol._connectionMade()
+    outbound = Outbound(protocol, accept_deflate=accept_deflate)
+    request = [
+        "GET /ws/v1/ HTTP/1.1",
+        "Host: localhost",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ] + ([f"Sec-WebSocket-Extensions: {extensions}"] if extensions else [])
+    protocol.data = ("\r\n".join(request) + "\r\n\r\n").encode()
+    protocol.processHandshake()
+    outbound.opened()
+    return protocol, outbound
+
+
+def test_autobahn_takes_the_accept_set_on_the_protocol_before_it_answers():
+    protocol, outbound = autobahn_handshake("permessage-deflate; client_max_window_bits", accept_deflate=True)
+    answer = protocol.transport.written.decode()
+    assert answer.startswith("HTTP/1.1 101")
+    assert "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n" in answer
+    assert outbound.compressed and outbound.window_bits == compression.WINDOW_BITS and outbound.context_allowed
+    assert type(protocol._perMessageCompress) is compression.ReleasingPerMessageDeflate
+    # The handshake is over: the negotiation is not kept with the connection.
+    assert protocol.perMessageCompressionAccept is compression.decline
+
+
+@pytest.mark.parametrize(
+    "extensions, accept_deflate",
+    [("permessage-deflate; client_max_window_bits", False), (None, True), ("permessage-bzip2", True)],
+)
+def test_nothing_is_compressed_when_the_setting_is_off_or_nothing_is_offered(extensions, accept_deflate):
+    protocol, outbound = autobahn_handshake(extensions, accept_deflate=accept_deflate)
+    answer = protocol.transport.written.decode()
+    assert answer.startswith("HTTP/1.1 101") and "Sec-WebSocket-Extensions" not in answer
+    assert not outbound.compressed and protocol._perMessageCompress is None
+    protocol.transport.written = b""
+    outbound.send(LONG)
+    assert protocol.transport.written == b"\x81~" + len(LONG).to_bytes(2, "big") + LONG.encode()
