@@ -38,6 +38,7 @@ import random
 import statistics
 import sys
 import time
+import zlib
 from pathlib import Path
 
 from realtime_sync_client import Connection
@@ -596,8 +597,9 @@ def kib(pid: int) -> int:
 
 def micro(frames: list[dict], catch_up_texts: list[str]) -> dict:
     """deflate's CPU per frame on a live run's frames (each on its own, as shared
-    frames are made once per process) and on a catch-up (one stream), and the
-    memory of one catch-up compressor."""
+    frames are made once per process) and on a catch-up (one stream); the sizes
+    with other choices (a stream per connection for live frames, zlib's default
+    window and memLevel); the memory of one compressor."""
     from core.events import dumps
     from gateway import compression
     from gateway.transport import Frame
@@ -627,31 +629,39 @@ def micro(frames: list[dict], catch_up_texts: list[str]) -> dict:
                 compression.deflate(text.encode(), compression.WINDOW_BITS, context), compressed=True
             )
 
-    plain_bytes = sum(len(Frame(t).plain) for t in texts)
-    deflated_bytes = sum(len(Frame(t).deflated(compression.WINDOW_BITS)) for t in texts)
-    context = compression.compressor(compression.WINDOW_BITS)
-    stream_bytes = sum(
-        len(compression.text_frame(compression.deflate(t.encode(), compression.WINDOW_BITS, context), compressed=True))
-        for t in catch_up_texts
-    )
-    held = []
-    sample = "".join(catch_up_texts[:60]).encode()  # more than the window: every buffer used
-    before = kib(os.getpid())
-    for _ in range(200):
-        c = compression.compressor(compression.WINDOW_BITS)
-        compression.deflate(sample, compression.WINDOW_BITS, c)
-        held.append(c)
-    compressor_kib = (kib(os.getpid()) - before) / len(held)
+    def size(items) -> int:
+        return sum(len(Frame(t).plain) for t in items)
+
+    def as_stream(items, window_bits=compression.WINDOW_BITS, mem_level=compression.MEM_LEVEL) -> float:
+        """Their size compressed as one stream (context takeover), over their plain size."""
+        context = zlib.compressobj(compression.LEVEL, zlib.DEFLATED, -window_bits, mem_level)
+        frames = (compression.deflate(t.encode(), window_bits, context) for t in items)
+        return round(sum(len(compression.text_frame(f, compressed=True)) for f in frames) / size(items), 3)
+
+    def compressor_kib(window_bits=compression.WINDOW_BITS, mem_level=compression.MEM_LEVEL) -> float:
+        held = []
+        sample = "".join(catch_up_texts[:60]).encode()  # more than the window: every buffer used
+        before = kib(os.getpid())
+        for _ in range(200):
+            c = zlib.compressobj(compression.LEVEL, zlib.DEFLATED, -window_bits, mem_level)
+            compression.deflate(sample, window_bits, c)
+            held.append(c)
+        return round((kib(os.getpid()) - before) / len(held), 1)
+
     return {
         "live_frames": len(texts),
         "framing_only_us_per_frame": per_frame(plain, texts),
         "deflate_on_its_own_us_per_frame": per_frame(shared, texts),
         "deflate_as_catch_up_stream_us_per_frame": per_frame(stream, catch_up_texts),
-        "live_frames_deflated_to": round(deflated_bytes / plain_bytes, 3),
-        "catch_up_frames_deflated_as_stream_to": round(
-            stream_bytes / sum(len(Frame(t).plain) for t in catch_up_texts), 3
+        "live_frames_deflated_to": round(
+            sum(len(Frame(t).deflated(compression.WINDOW_BITS)) for t in texts) / size(texts), 3
         ),
-        "catch_up_compressor_kib": round(compressor_kib, 1),
+        # What compressing each connection's live frames as one stream would give.
+        "live_frames_deflated_as_stream_to": as_stream(texts),
+        "catch_up_frames_deflated_as_stream_to": as_stream(catch_up_texts),
+        "catch_up_as_stream_with_zlib_defaults_to": as_stream(catch_up_texts, 15, 8),
+        "catch_up_compressor_kib": compressor_kib(),
+        "compressor_with_zlib_defaults_kib": compressor_kib(15, 8),
     }
 
 

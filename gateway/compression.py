@@ -36,11 +36,11 @@ from autobahn.websocket.compress_deflate import (
     PerMessageDeflateOfferAccept,
 )
 
-# The server's LZ77 window: 4 KiB, about ten events back during a catch-up
-# (a 32 KiB window saves 2 % more and costs eight times the memory).
+# The server's LZ77 window: 4 KiB, about ten events back during a catch-up. With
+# memLevel 4 (zlib's hash table and block buffer: 8 KiB, 128 KiB at its default
+# of 8) a compressor takes 29 KiB; zlib's defaults (32 KiB window, memLevel 8)
+# take 169 KiB for a catch-up 15 % smaller still (docs/performance.md).
 WINDOW_BITS = 12
-# zlib's memLevel: 4 uses 8 KiB for the hash table and the block buffer (8, its
-# default, 128 KiB) for the same size on frames of this kind.
 MEM_LEVEL = 4
 LEVEL = zlib.Z_DEFAULT_COMPRESSION
 # Shorter frames (pong, most `ok` replies) are sent as they are.
