@@ -68,14 +68,7 @@ def publish_on_commit(event: Event, groups: list[str]) -> None:
         transaction.on_commit(lambda: send_now(event.at_commit(time.time()), groups))
         return
     place = conversation_lines.take_place(event.conversation_id)
-    hook = OnCommitHook(
-        conversation_lines, place, lambda: (event.at_commit(time.time()), groups), PUBLISH_TIMEOUT_SECONDS
-    )
-    transaction.on_commit(lambda: hook() or _timed_out(event))
-
-
-def _timed_out(event: Event) -> None:
-    logger.warning("publishing %s %s:%s timed out", event.kind, event.conversation_id, event.seq)
+    transaction.on_commit(OnCommitHook(conversation_lines, place, lambda: (event.at_commit(time.time()), groups)))
 
 
 def _hand_over(item: tuple[Event, list[str]], done: Future) -> None:

@@ -12,9 +12,13 @@ which is under the row lock: places are taken in seq order. Its commit fills
 the place, and the line hands changes over from its head, in order. A rolled
 back transaction discards its on_commit hooks, and with them the one holding
 the place: the place is given up as the hook is freed (`weakref.finalize`;
-CPython frees it at once) and the line moves on. A place that is neither filled
-nor given up within `stale_after` seconds is skipped when someone waits behind
-it, so a lost place cannot hold up a conversation.
+CPython frees it at once) and the line moves on. A place that is neither
+filled nor given up within `stale_after` seconds is skipped by the next fill
+of its line, so a lost place cannot hold up a conversation.
+
+The committing thread does not wait for the publish: its write is durable,
+and the line publishes in order whoever started it. (It used to wait, which
+held each sender's next request back by a publish round trip.)
 """
 
 import queue
@@ -65,6 +69,7 @@ class PublishLines:
         with self._lock:
             place.item = item
             place.state = FILLED
+            self._skip_stale(place)
             self._advance(place.line)
             self._advance_requested()
 
@@ -80,21 +85,14 @@ class PublishLines:
             finally:
                 self._lock.release()
 
-    def skip_stale(self, place: Place) -> int:
-        """Give up the places ahead of `place` still pending after
-        `stale_after` seconds; how many were skipped."""
-        skipped = 0
+    def _skip_stale(self, place: Place) -> None:
+        """Give up the places ahead of `place` pending for `stale_after` seconds."""
         now = time.monotonic()
-        with self._lock:
-            for ahead in self._lines.get(place.line, ()):
-                if ahead is place:
-                    break
-                if ahead.state == PENDING and now - ahead.taken_at >= self.stale_after:
-                    ahead.state = GIVEN_UP
-                    skipped += 1
-            self._advance(place.line)
-            self._advance_requested()
-        return skipped
+        for ahead in self._lines.get(place.line, ()):
+            if ahead is place:
+                return
+            if ahead.state == PENDING and now - ahead.taken_at >= self.stale_after:
+                ahead.state = GIVEN_UP
 
     def pending(self) -> int:
         with self._lock:
@@ -122,29 +120,14 @@ class PublishLines:
 
 class OnCommitHook:
     """The on_commit callable that holds a place: called, it fills the place
-    with `make_item()` (made at commit) and waits for its publish; dropped
-    uncalled (rollback), it gives the place up."""
+    with `make_item()` (made at commit); dropped uncalled (rollback), it gives
+    the place up."""
 
-    def __init__(self, lines: PublishLines, place: Place, make_item: Callable[[], object], wait_seconds: float):
+    def __init__(self, lines: PublishLines, place: Place, make_item: Callable[[], object]):
         self.lines = lines
         self.place = place
         self.make_item = make_item
-        self.wait_seconds = wait_seconds
         weakref.finalize(self, lines.give_up, place)
 
-    def __call__(self) -> bool:
-        """Fill the place and wait for the publish; False if it timed out."""
+    def __call__(self) -> None:
         self.lines.fill(self.place, self.make_item())
-        try:
-            self.place.done.result(timeout=self.wait_seconds)
-            return True
-        except TimeoutError:
-            pass
-        # Something ahead was neither committed nor rolled back in time.
-        if self.lines.skip_stale(self.place):
-            try:
-                self.place.done.result(timeout=self.wait_seconds)
-                return True
-            except TimeoutError:
-                pass
-        return False

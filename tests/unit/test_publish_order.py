@@ -1,7 +1,8 @@
 """A conversation's changes are handed to the layer in seq order: places are
 taken in order, filled in any order, handed over from the head; a rolled-back
 place is given up when its hook is dropped; on the server's loop each publish
-waits for the one before it of the same conversation."""
+waits for the one before it of the same conversation, and those piling up
+behind it go together."""
 
 import asyncio
 import gc
@@ -59,7 +60,7 @@ def test_a_given_up_place_lets_the_line_move_on(lines, handed):
 def test_a_hook_dropped_uncalled_gives_its_place_up(lines, handed):
     place = lines.take_place("c1")
     behind = lines.take_place("c1")
-    hook = OnCommitHook(lines, place, lambda: 1, wait_seconds=1)
+    hook = OnCommitHook(lines, place, lambda: 1)
     lines.fill(behind, 2)
     assert handed == []
     del hook  # what a rollback does to the transaction's on_commit hooks
@@ -67,21 +68,26 @@ def test_a_hook_dropped_uncalled_gives_its_place_up(lines, handed):
     assert handed == [2]
 
 
-def test_a_called_hook_fills_its_place_and_waits_for_the_hand_over(lines, handed):
-    hook = OnCommitHook(lines, lines.take_place("c1"), lambda: "made at commit", wait_seconds=1)
-    assert hook() is True
+def test_a_called_hook_fills_its_place_with_what_it_makes_at_commit(lines, handed):
+    hook = OnCommitHook(lines, lines.take_place("c1"), lambda: "made at commit")
+    hook()
     assert handed == ["made at commit"]
     del hook
     gc.collect()
     assert handed == ["made at commit"]  # dropping it after the call changes nothing
 
 
-def test_a_place_stuck_ahead_is_skipped_after_the_wait(handed):
+def test_a_place_stuck_ahead_is_skipped_by_a_fill_once_stale(handed):
     lines = PublishLines(lambda item, done: (handed.append(item), done.set_result(None)), stale_after=0)
     lines.take_place("c1")  # never filled nor given up
-    hook = OnCommitHook(lines, lines.take_place("c1"), lambda: 2, wait_seconds=0.01)
-    assert hook() is True
+    lines.fill(lines.take_place("c1"), 2)
     assert handed == [2]
+
+
+def test_a_place_ahead_is_waited_for_until_stale(lines, handed):
+    lines.take_place("c1")  # its transaction has not finished (stale_after is 60 s)
+    lines.fill(lines.take_place("c1"), 2)
+    assert handed == []
 
 
 def change(seq: int) -> Event:
