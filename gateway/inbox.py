@@ -24,8 +24,14 @@ from .requests import HANDLERS
 
 logger = logging.getLogger(__name__)
 
-# The retry hint when the queue is full: one request's time, roughly.
-PENDING_FULL_RETRY_SECONDS = 0.1
+# The retry hint when the queue is full is the time one request of this
+# connection has taken lately (a slot frees when the one running is done), within
+# these bounds: a fixed 0.1 s had a client of a busy server retry ten times a
+# second, each retry one more frame to refuse.
+PENDING_FULL_RETRY_MIN_SECONDS = 0.1
+PENDING_FULL_RETRY_MAX_SECONDS = 5.0
+# How much the latest request's time moves that estimate.
+REQUEST_TIME_WEIGHT = 0.2
 
 
 class Inbox:
@@ -36,6 +42,7 @@ class Inbox:
         self.strikes = strike_bucket()
         self.pending: collections.deque = collections.deque()
         self.working = False
+        self.request_seconds = PENDING_FULL_RETRY_MIN_SECONDS
 
     async def accept(self, text: str | None, binary: bytes | None) -> None:
         connection = self.connection
@@ -50,7 +57,7 @@ class Inbox:
         if len(self.pending) >= settings.WS_MAX_PENDING_REQUESTS:
             await self._refuse(
                 text,
-                frames.RateLimited("Too many requests waiting for an answer.", retry_after=PENDING_FULL_RETRY_SECONDS),
+                frames.RateLimited("Too many requests waiting for an answer.", retry_after=self.full_retry_after()),
             )
             return
         self.bucket.take()
@@ -60,6 +67,11 @@ class Inbox:
         if not self.working:
             self.working = True
             connection.hub.spawn(self._work())
+
+    def full_retry_after(self) -> float:
+        """The retry hint for a request refused because the queue is full."""
+        hint = min(max(self.request_seconds, PENDING_FULL_RETRY_MIN_SECONDS), PENDING_FULL_RETRY_MAX_SECONDS)
+        return round(hint, 3)
 
     def discard(self) -> None:
         """The connection closed: what is still queued will not run."""
@@ -74,10 +86,13 @@ class Inbox:
         try:
             while self.pending and not self.connection.closed:
                 text, binary = self.pending.popleft()
+                started = time.monotonic()
                 try:
                     await run(self.connection, text, binary)
                 finally:
                     self.connection.in_flight -= 1
+                    took = time.monotonic() - started
+                    self.request_seconds += REQUEST_TIME_WEIGHT * (took - self.request_seconds)
         finally:
             self.working = False
 

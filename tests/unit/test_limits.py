@@ -92,6 +92,26 @@ async def test_requests_waiting_behind_a_slow_one_are_bounded(settings, monkeypa
     assert connection.in_flight == 0
 
 
+async def test_a_full_queue_hints_at_the_time_requests_of_the_connection_take(monkeypatch):
+    now = SimpleNamespace(value=500.0)
+    monkeypatch.setattr("gateway.inbox.time", SimpleNamespace(monotonic=lambda: now.value, perf_counter=lambda: 0.0))
+
+    async def two_seconds(connection, frame):
+        now.value += 2.0
+        return {}
+
+    monkeypatch.setitem(inbox.HANDLERS, "slow", two_seconds)
+    consumer = FakeConsumer()
+    connection = make_connection(consumer)
+    assert connection.inbox.full_retry_after() == inbox.PENDING_FULL_RETRY_MIN_SECONDS
+    for n in range(8):
+        await connection.inbox.accept(json.dumps({"type": "slow", "ref": n}), None)
+        await consumer.sent.wait_for(n + 1)
+    assert 1.5 < connection.inbox.full_retry_after() <= 2.0  # from 0.1 s towards the 2 s they take
+    connection.inbox.request_seconds = 60.0
+    assert connection.inbox.full_retry_after() == inbox.PENDING_FULL_RETRY_MAX_SECONDS
+
+
 class FakeTransport:
     def __init__(self, queued: int):
         self.dataBuffer, self.offset, self._tempDataLen = b"x" * queued, 0, 0
