@@ -9,6 +9,8 @@ channels-redis on its own Redis db index (default 10, flushed at start and end).
 schedule as run.py, each body carrying its send time; every device (the sender
 included: the tutorial's group_send reaches the sender's own consumer too) records
 receive time - send time. Prints ONE JSON object of the same shape as run.py.
+With --scenario many the devices join one room per conversation of run.py's layout
+(the same seeded sizes and members) and every device sends to its room.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from loadgen import (  # noqa: E402
     BENCH,
     CONNECT_TIMEOUT,
     HOST,
-    DeviceSpec,
     Protocol,
     RunFailed,
     Watchdog,
     check_arguments,
     common_arguments,
     config_of,
+    conversation_layout,
+    device_specs,
     emit,
     exit_on_signals,
     flush_redis,
@@ -51,7 +54,8 @@ class ChatProtocol(Protocol):
     name = "baseline_channels_chat"
 
     def url(self, port, device):
-        return f"ws://{HOST}:{port}/ws/chat/{ROOM}/"
+        # One room per conversation of the layout (scenario one: a single room).
+        return f"ws://{HOST}:{port}/ws/chat/{ROOM}{device.conversation}/"
 
     def headers(self, port, device):
         # As a browser would: the tutorial's AllowedHostsOriginValidator refuses a
@@ -63,7 +67,7 @@ class ChatProtocol(Protocol):
         # socket is open, the device receives the room's messages. Nothing else to do.
         return None
 
-    def send_frame(self, ref, client_msg_id, body):
+    def send_frame(self, device, ref, client_msg_id, body):
         return json.dumps({"message": body, "ref": ref})
 
     def classify(self, frame):
@@ -77,9 +81,12 @@ class ChatProtocol(Protocol):
 PRODUCT_CAPACITY = 10000
 
 
+def parser():
+    return common_arguments(__doc__.split("\n\n")[0], redis_db=10)
+
+
 def main() -> int:
-    p = common_arguments(__doc__.split("\n\n")[0], redis_db=10)
-    args = p.parse_args()
+    args = parser().parse_args()
     check_arguments(args)
     exit_on_signals()
     env = {
@@ -107,7 +114,7 @@ def main() -> int:
             log(f"flushing Redis db {args.redis_db}")
             flush_redis(args)
             servers.extend(start_servers(args.processes, "bench.baseline_app.asgi:application", env, args))
-            devices = [DeviceSpec(i) for i in range(args.members)]
+            devices = device_specs(conversation_layout(args))
             probes = {
                 "servers": lambda: sum(s.cpu_seconds() or 0.0 for s in servers),
                 "redis_server_all_clients": lambda: redis_cpu_seconds(args),

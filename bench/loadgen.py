@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ CONNECT_OPTIONS = {
     "ping_interval": None,  # WebSocket-level pings do not count as heartbeats anyway
 }
 MAX_SIZE = 2**22
+SCENARIOS = ("one", "many")
 
 
 def log(*parts) -> None:
@@ -52,8 +54,20 @@ def log(*parts) -> None:
 
 def common_arguments(description: str, *, redis_db: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--members", type=int, default=100, help="devices (one per user) in the one conversation/room")
-    p.add_argument("--senders", type=int, default=10, help="how many of those devices send")
+    p.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="one",
+        help="one: every device in one conversation/room, the first --senders send (default: 100 devices, "
+        "10 senders); many: the devices split over --conversations conversations/rooms of --min-size to "
+        "--max-size members (see conversation_sizes), every device sending (default: 1,000 devices, 250)",
+    )
+    p.add_argument("--members", type=int, default=None, help="devices, one per user (default 100; many: 1,000)")
+    p.add_argument("--senders", type=int, default=None, help="how many of those devices send (default 10; many: all)")
+    p.add_argument("--conversations", type=int, default=None, help="many: conversations/rooms (default 250)")
+    p.add_argument("--min-size", type=int, default=2, help="many: the smallest conversation (members)")
+    p.add_argument("--max-size", type=int, default=50, help="many: the largest conversation (members)")
+    p.add_argument("--layout-seed", type=int, default=1, help="many: seed of the conversation sizes and memberships")
     p.add_argument("--rate", type=float, default=50.0, help="aggregate messages per second, over all senders")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of measured sending")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of sending at the same rate before measuring")
@@ -84,8 +98,24 @@ def common_arguments(description: str, *, redis_db: int) -> argparse.ArgumentPar
 def check_arguments(args) -> None:
     global HANDSHAKE_TIMEOUT
     HANDSHAKE_TIMEOUT = args.handshake_timeout
+    many = args.scenario == "many"
+    if args.members is None:
+        args.members = 1000 if many else 100
+    if args.senders is None:
+        args.senders = args.members if many else 10
+    if args.conversations is None:
+        args.conversations = 250 if many else 1
     if args.members < 1 or not (1 <= args.senders <= args.members):
         sys.exit("need 1 <= senders <= members")
+    if not many and args.conversations != 1:
+        sys.exit("--conversations needs --scenario many")
+    if many and not (
+        2 <= args.min_size <= args.max_size
+        and args.conversations * args.min_size <= args.members <= args.conversations * args.max_size
+    ):
+        sys.exit(
+            "--scenario many needs 2 <= min-size <= max-size and conversations × min-size <= members <= × max-size"
+        )
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.processes < 1:
         sys.exit("rate and duration must be > 0, warmup >= 0, processes >= 1")
     if not (1 <= args.redis_db <= 15):
@@ -118,6 +148,84 @@ def redis_cpu_seconds(args) -> float | None:
         return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
     except Exception:
         return None
+
+
+# ---------------------------------------------------------------------------
+# Who is in which conversation
+
+
+def conversation_sizes(members: int, conversations: int, smallest: int, largest: int, seed: int) -> list[int]:
+    """Seeded sizes of `conversations` conversations holding `members` devices in all.
+
+    Many small and a few large: one conversation of `largest` members (fewer if the others
+    could not all have `smallest`), the others drawn (random.Random(seed)) from
+    P(size) ∝ size^-a over smallest..largest, with `a` chosen so that the distribution's
+    mean is members / conversations; then, while the sum is off, one member at a time is
+    added to (or taken from) a drawn conversation other than the first, within the
+    bounds. With the defaults (1,000 in 250 of 2 to 50, seed 1,
+    a = 2.47): 132 conversations of 2, 40 of 3, 24 of 4, 17 of 5, 11 of 6, 7 of 7, 9 of 8
+    to 12, 9 of 13 to 29 and one of 50; every device sending alike, a message reaches
+    9.57 devices on average (the sum of the squared sizes over 1,000).
+    """
+    values = list(range(smallest, largest + 1))
+    target = members / conversations
+
+    def mean(a: float) -> float:
+        return sum(v * v**-a for v in values) / sum(v**-a for v in values)
+
+    low, high = -10.0, 10.0  # mean() falls as `a` grows
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if mean(middle) > target else (low, middle)
+    weights = [v ** -((low + high) / 2) for v in values]
+    rng = random.Random(seed)
+    first = min(largest, members - (conversations - 1) * smallest)  # the largest, if the others can be small
+    sizes = [first] + rng.choices(values, weights=weights, k=conversations - 1)
+    while difference := sum(sizes) - members:
+        i = rng.randrange(1, conversations) if conversations > 1 else 0
+        if difference > 0 and sizes[i] > smallest:
+            sizes[i] -= 1
+        elif difference < 0 and sizes[i] < largest:
+            sizes[i] += 1
+    return sizes
+
+
+def conversation_layout(args) -> list[list[int]]:
+    """The device indices of each conversation (scenario one: all in one). Scenario many:
+    the devices, shuffled with --layout-seed, cut in order into `conversation_sizes`."""
+    if args.scenario != "many":
+        return [list(range(args.members))]
+    sizes = conversation_sizes(args.members, args.conversations, args.min_size, args.max_size, args.layout_seed)
+    order = list(range(args.members))
+    random.Random(args.layout_seed).shuffle(order)
+    layout, start = [], 0
+    for size in sizes:
+        layout.append(sorted(order[start : start + size]))
+        start += size
+    return layout
+
+
+def device_specs(layout: list[list[int]], tokens: list[str] | None = None) -> list[DeviceSpec]:
+    """One DeviceSpec per device, knowing its conversation (its index in `layout`)."""
+    specs = [DeviceSpec(i, tokens[i] if tokens else None) for i in range(sum(len(m) for m in layout))]
+    for conversation, members in enumerate(layout):
+        for i in members:
+            specs[i].conversation = conversation
+    return specs
+
+
+def layout_summary(layout: list[list[int]]) -> dict:
+    """For the result's config: how many conversations of each size, and the mean
+    recipients of a message when every device sends alike."""
+    sizes = sorted(len(m) for m in layout)
+    histogram: dict[str, int] = {}
+    for size in sizes:
+        histogram[str(size)] = histogram.get(str(size), 0) + 1
+    return {
+        "conversations": len(sizes),
+        "sizes": histogram,
+        "mean_recipients_per_message": round(sum(s * s for s in sizes) / sum(sizes), 2),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -378,7 +486,7 @@ class Protocol:
     async def handshake(self, client: Client) -> None:
         """After opening and before the load: whatever else makes the device follow live."""
 
-    def send_frame(self, ref: str, client_msg_id: str, body: str) -> str:
+    def send_frame(self, device: DeviceSpec, ref: str, client_msg_id: str, body: str) -> str:
         raise NotImplementedError
 
     def classify(self, frame: dict):
@@ -397,6 +505,7 @@ class RunFailed(Exception):
 class DeviceSpec:
     index: int
     token: str | None = None
+    conversation: int = 0  # its conversation's index in the layout (scenario one: 0)
 
 
 @dataclass
@@ -426,8 +535,10 @@ class Client:
         self.stats = stats
         self.ws = None
         self.reader: asyncio.Task | None = None
+        self.recipients = 1  # devices a message of this device reaches (its conversation's size)
         self.seen: set = set()
         self.last_seq: int | None = None
+        self.last_k: dict[int, int] = {}  # sender -> the latest k received from it (no seq)
         self.pending: dict[str, int] = {}  # ref -> send time (ns), for acks
         self.unacked: dict[str, str] = {}  # ref -> the frame sent, to send again after a retry hint
         self.retries: set = set()  # resends waiting for their hint
@@ -516,6 +627,13 @@ class Client:
             sent_ns = int(sent_ns)
         except ValueError:
             return  # not one of ours
+        if seq is None:
+            # No seq (the tutorial chat): a sender's messages must arrive in the order sent.
+            last = self.last_k.get(key[0])
+            if last is not None and key[1] < last:
+                stats.out_of_order += 1
+            else:
+                self.last_k[key[0]] = key[1]
         if phase != "m":
             stats.warmup_deliveries += 1
             return
@@ -552,6 +670,7 @@ class Client:
 @dataclass
 class SendTally:
     sent: int = 0  # measured sends
+    expected_deliveries: int = 0  # over the measured sends, the members of each one's conversation
     warmup_sent: int = 0
     max_lag_s: float = 0.0  # how late (vs schedule) the client managed to send, worst case
     t_measure_start: float = 0.0  # perf_counter
@@ -581,11 +700,12 @@ async def sender_loop(client: Client, i: int, args, t0: float, tally: SendTally,
         if measured:
             client.pending[ref] = sent_ns
             tally.sent += 1
+            tally.expected_deliveries += client.recipients
             if stats.first_send_ns is None:
                 stats.first_send_ns = sent_ns
         else:
             tally.warmup_sent += 1
-        frame = protocol.send_frame(ref, f"bench-{i}-{k}", body)
+        frame = protocol.send_frame(client.spec, ref, f"bench-{i}-{k}", body)
         if measured:
             client.unacked[ref] = frame
         await client.ws.send(frame)
@@ -649,6 +769,11 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
     background = round(machine_busy_seconds() - busy, 2)
     stats = Stats(members=len(devices))
     clients = [Client(d, servers[d.index % len(servers)].port, protocol, stats) for d in devices]
+    sizes: dict[int, int] = {}
+    for d in devices:
+        sizes[d.conversation] = sizes.get(d.conversation, 0) + 1
+    for client in clients:
+        client.recipients = sizes[client.spec.conversation]
 
     started = time.perf_counter()
     gate = asyncio.Semaphore(args.connect_concurrency)
@@ -707,7 +832,7 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
         cpu_end["machine"] = machine_busy_seconds()
 
         # Drain: wait for every delivery and every ack, within a limit.
-        expected = tally.sent * len(clients)
+        expected = tally.expected_deliveries
         drain_deadline = time.perf_counter() + args.drain_timeout
         progress = (stats.deliveries, len(stats.ack_ns), time.perf_counter())
         while time.perf_counter() < drain_deadline:
@@ -730,7 +855,7 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
 
     latencies = sorted(stats.latencies_ns)
     acks = sorted(stats.ack_ns)
-    complete = sorted(v[1] for v in stats.per_message.values() if v[0] >= len(clients))
+    complete = sorted(v[1] for key, v in stats.per_message.items() if v[0] >= clients[key[0]].recipients)
     span_ns = (stats.last_delivery_ns - stats.first_send_ns) if stats.deliveries else None
 
     cpu = {}
@@ -747,6 +872,7 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
         cpu["servers_us_per_delivery"] = round(cpu["servers_s"] / measured * 1e6, 1)
         cpu["servers_us_per_message"] = round(cpu["servers_s"] / max(tally.sent, 1) * 1e6, 1)
     unacked = sum(len(c.pending) for c in clients)
+    offered_recipients = sum(c.recipients for c in clients[: args.senders]) / args.senders
     return {
         "sent": tally.sent,
         "acked": len(acks),
@@ -759,7 +885,11 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
         "duplicates": stats.duplicates,
         "out_of_order": stats.out_of_order,
         "deliveries_per_second": round(stats.deliveries / (span_ns / 1e9), 1) if span_ns else 0.0,
-        "offered_deliveries_per_second": round(args.rate * len(clients), 1),
+        "offered_deliveries_per_second": round(args.rate * offered_recipients, 1),
+        # What was carried, in messages: deliveries/s over the recipients of a message.
+        "delivered_messages_per_second": (
+            round(stats.deliveries / (span_ns / 1e9) * tally.sent / expected, 1) if span_ns and expected else 0.0
+        ),
         "latency_ms": {
             "p50": ms(percentile(latencies, 50)),
             "p90": ms(percentile(latencies, 90)),
@@ -839,8 +969,11 @@ def source_digest(directory: Path) -> str:
 
 
 def config_of(args, benchmark: str, *, root: Path = ROOT, code: dict | None = None, **extra) -> dict:
+    layout = {"layout": layout_summary(conversation_layout(args))} if args.scenario == "many" else {}
     return {
         "benchmark": benchmark,
+        "scenario": args.scenario,
+        **layout,
         "members": args.members,
         "senders": args.senders,
         "rate": args.rate,

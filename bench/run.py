@@ -50,13 +50,14 @@ from loadgen import (  # noqa: E402
     CONNECT_TIMEOUT,
     HOST,
     ROOT,
-    DeviceSpec,
     Protocol,
     RunFailed,
     Watchdog,
     check_arguments,
     common_arguments,
     config_of,
+    conversation_layout,
+    device_specs,
     emit,
     exit_on_signals,
     flush_redis,
@@ -76,9 +77,11 @@ class GatewayProtocol(Protocol):
     name = "realtime_sync"
     heartbeat_interval = 20.0  # replaced by the hello's heartbeat_interval
 
-    def __init__(self, conversation_id: int, cursor: int):
-        self.conversation_id = conversation_id
-        self.cursor = cursor
+    def __init__(self, conversations: list[tuple[int, int]]):
+        """(conversation id, last_seq) per conversation of the layout: a device follows
+        its own conversation from that cursor on and sends to it."""
+        self.conversations = conversations
+        self.conversation_ids = {conversation_id for conversation_id, _ in conversations}
 
     def url(self, port, device):
         return f"ws://{HOST}:{port}/ws/v1/"
@@ -98,19 +101,20 @@ class GatewayProtocol(Protocol):
         finally:
             client.ws = connection.ws  # open (or not): closed with the client
         self.heartbeat_interval = float(hello.get("heartbeat_interval") or 20.0)
+        conversation_id, cursor = self.conversations[client.spec.conversation]
         reply = await asyncio.wait_for(
-            connection.request("sync", cursors={str(self.conversation_id): self.cursor}), loadgen.HANDSHAKE_TIMEOUT
+            connection.request("sync", cursors={str(conversation_id): cursor}), loadgen.HANDSHAKE_TIMEOUT
         )
         if reply.get("type") != "ok":
             raise RuntimeError(f"device {client.spec.index}: sync failed: {reply}")
         return connection.ws, await connection.detach()
 
-    def send_frame(self, ref, client_msg_id, body):
+    def send_frame(self, device, ref, client_msg_id, body):
         return json.dumps(
             {
                 "type": "send",
                 "ref": ref,
-                "conversation_id": self.conversation_id,
+                "conversation_id": self.conversations[device.conversation][0],
                 "client_msg_id": client_msg_id,
                 "body": body,
             }
@@ -119,7 +123,7 @@ class GatewayProtocol(Protocol):
     def classify(self, frame):
         kind = frame.get("type")
         if kind == "event":
-            if frame.get("kind") == "message.created" and frame.get("conversation_id") == self.conversation_id:
+            if frame.get("kind") == "message.created" and frame.get("conversation_id") in self.conversation_ids:
                 return ("delivery", frame["payload"]["body"], frame.get("seq"))
             return None
         if kind == "ok":
@@ -133,7 +137,7 @@ class GatewayProtocol(Protocol):
         return json.dumps({"type": "ping", "ref": ref})
 
 
-def arguments():
+def parser():
     p = common_arguments(__doc__.split("\n\n")[0], redis_db=9)
     p.add_argument("--db-name", default="realtime_bench", help="PostgreSQL database to (re)create")
     p.add_argument("--pg-port", type=int, default=5432)
@@ -159,7 +163,11 @@ def arguments():
         help="with --diagnose: sys.setswitchinterval(SECONDS) in the servers (an experiment; default 0.005)",
     )
     p.add_argument("--keep-db", action="store_true", help="leave the database and Redis data after the run")
-    args = p.parse_args()
+    return p
+
+
+def arguments():
+    args = parser().parse_args()
     check_arguments(args)
     if not DB_NAME_RE.match(args.db_name) or args.db_name in {"postgres", "template0", "template1"}:
         sys.exit("--db-name must be a plain lower-case identifier and not a system database")
@@ -229,6 +237,16 @@ def drop_database(args) -> None:
 # One key per run of this script: the servers run as in production (DEBUG off).
 SECRET_KEY = secrets.token_urlsafe(50)
 
+# The product's request-rate limits, lifted where a benchmark's load would otherwise
+# meet them: clients standing for many users, or a stalled server's backlog being
+# refused and retried, would measure the limiter instead of the server.
+UNLIMITED_REQUEST_RATES = {
+    "WS_RATE_PER_USER": "100000",
+    "WS_RATE_BURST_PER_USER": "100000",
+    "WS_RATE_PER_CONNECTION": "100000",
+    "WS_RATE_BURST_PER_CONNECTION": "100000",
+}
+
 
 def server_env(args) -> dict:
     """What a deployment would set: production settings (DEBUG off, a secret
@@ -247,11 +265,17 @@ def server_env(args) -> dict:
     }
     if args.capacity:
         env["CHANNEL_LAYER_CAPACITY"] = str(args.capacity)
+    if args.scenario == "many":
+        # Every device sends: 1 msg/s each at 1,000 msgs/s over 1,000 devices, under the
+        # limits (30/s per connection, 60/s per user); a smaller layout at a higher rate
+        # would not be. Lifted, so that no run measures the limiter instead of the server.
+        env.update(UNLIMITED_REQUEST_RATES)
     return env
 
 
-def prepare(args) -> tuple[int, int, list[str]]:
-    """The database, the users, their devices and the conversation: (conversation id, last_seq, tokens)."""
+def prepare(args) -> tuple[list[list[int]], list[tuple[int, int]], list[str]]:
+    """The database, the users, their devices and the conversations of the layout:
+    (the layout, (conversation id, last_seq) per conversation of it, the tokens)."""
     log(f"recreating database {args.db_name}, flushing Redis db {args.redis_db}")
     recreate_database(args)
     flush_redis(args)
@@ -273,16 +297,25 @@ def prepare(args) -> tuple[int, int, list[str]]:
     User = get_user_model()
     users = [User.objects.create_user(f"bench{i:04d}") for i in range(args.members)]  # no password: no hashing
     tokens = [issue_device(user=user, name=f"bench device {i}").token for i, user in enumerate(users)]
-    conversation, _ = create_conversation(
-        creator=users[0], kind="group", title="bench", member_ids=[u.pk for u in users[1:]]
-    )
-    last_seq = Conversation.objects.get(pk=conversation.pk).last_seq
+    layout = conversation_layout(args)
+    conversations = []
+    for number, members in enumerate(layout):
+        creator, *others = (users[i] for i in members)
+        if len(layout) > 1 and len(members) == 2:  # two people: a direct conversation, as apps make them
+            kind, title = "direct", ""
+        else:
+            kind, title = "group", "bench" if len(layout) == 1 else f"bench {number}"
+        conversation, _ = create_conversation(
+            creator=creator, kind=kind, title=title, member_ids=[u.pk for u in others]
+        )
+        conversations.append((conversation.pk, Conversation.objects.get(pk=conversation.pk).last_seq))
     for connection in connections.all():
         connection.close()
         if hasattr(connection, "close_pool"):
             connection.close_pool()
-    log(f"{len(users)} users with a device each in conversation {conversation.pk} (last_seq {last_seq})")
-    return conversation.pk, last_seq, tokens
+    where = f"conversation {conversations[0][0]}" if len(layout) == 1 else f"{len(layout)} conversations"
+    log(f"{len(users)} users with a device each in {where} (last_seq {conversations[0][1]})")
+    return layout, conversations, tokens
 
 
 def postmaster_started(args) -> str | None:
@@ -331,7 +364,7 @@ def main() -> int:
     with Watchdog(budget, servers):
         try:
             postgres_started = postmaster_started(args)
-            conversation_id, cursor, tokens = prepare(args)
+            layout, conversations, tokens = prepare(args)
             env = server_env(args)
             launcher = BENCH / "diag_server.py" if args.diagnose else None
             if args.diagnose and args.switch_interval:
@@ -341,7 +374,7 @@ def main() -> int:
                     args.processes, "realtime_sync.asgi:application", env, args, cwd=args.project, launcher=launcher
                 )
             )
-            devices = [DeviceSpec(i, token) for i, token in enumerate(tokens)]
+            devices = device_specs(layout, tokens)
             postgres = PostgresCpu(args)
             probes = {
                 "servers": lambda: sum(s.cpu_seconds() or 0.0 for s in servers),
@@ -349,7 +382,7 @@ def main() -> int:
                 "redis_server_all_clients": lambda: redis_cpu_seconds(args),
             }
             started = time.time()
-            protocol = GatewayProtocol(conversation_id, cursor)
+            protocol = GatewayProtocol(conversations)
             try:
                 result = asyncio.run(run_load(protocol, devices, servers, args, cpu_probes=probes))
             except RunFailed as failure:

@@ -364,10 +364,7 @@ class Environment:
             # The senders are one user standing for every user that writes: the
             # per-user request limit (60/s) would otherwise throttle the backlog
             # and close the senders (4430) before the storm.
-            "WS_RATE_PER_USER": "100000",
-            "WS_RATE_BURST_PER_USER": "100000",
-            "WS_RATE_PER_CONNECTION": "100000",
-            "WS_RATE_BURST_PER_CONNECTION": "100000",
+            **product_bench.UNLIMITED_REQUEST_RATES,
         }
         for item in args.server_env:
             key, _, value = item.partition("=")

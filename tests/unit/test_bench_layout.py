@@ -1,0 +1,53 @@
+"""bench/: the many-conversations layout."""
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import loadgen  # noqa: E402
+
+
+def many(**overrides):
+    values = {"scenario": "many", "members": 1000, "conversations": 250, "min_size": 2, "max_size": 50}
+    return argparse.Namespace(**{**values, "layout_seed": 1, **overrides})
+
+
+def test_the_default_layout_is_1000_devices_in_250_conversations_of_2_to_50():
+    sizes = loadgen.conversation_sizes(1000, 250, 2, 50, seed=1)
+    assert len(sizes) == 250
+    assert sum(sizes) == 1000
+    assert min(sizes) == 2 and max(sizes) == 50
+    counts = Counter(sizes)
+    assert counts[2] == 132 and counts[50] == 1  # as bench/README.md and the docstring say
+    assert loadgen.layout_summary(loadgen.conversation_layout(many()))["mean_recipients_per_message"] == 9.57
+
+
+@pytest.mark.parametrize("seed", [1, 2, 7])
+def test_every_device_is_in_exactly_one_conversation(seed):
+    layout = loadgen.conversation_layout(many(layout_seed=seed))
+    assert sorted(i for members in layout for i in members) == list(range(1000))
+    specs = loadgen.device_specs(layout, [f"t{i}" for i in range(1000)])
+    for number, members in enumerate(layout):
+        assert all(specs[i].conversation == number and specs[i].token == f"t{i}" for i in members)
+
+
+def test_the_layout_depends_on_the_seed_only():
+    assert loadgen.conversation_layout(many()) == loadgen.conversation_layout(many())
+    assert loadgen.conversation_layout(many()) != loadgen.conversation_layout(many(layout_seed=2))
+
+
+def test_small_layouts_keep_their_bounds():
+    for members, conversations in [(100, 25), (60, 30), (500, 10)]:
+        sizes = loadgen.conversation_sizes(members, conversations, 2, 50, seed=3)
+        assert sum(sizes) == members and len(sizes) == conversations
+        assert all(2 <= size <= 50 for size in sizes)
+
+
+def test_scenario_one_is_everyone_in_one_conversation():
+    layout = loadgen.conversation_layout(argparse.Namespace(scenario="one", members=5))
+    assert layout == [[0, 1, 2, 3, 4]]
