@@ -1,4 +1,4 @@
-"""bench/: the many-conversations layout."""
+"""bench/: the many-conversations layout, and what compare.py passes to each side."""
 
 import argparse
 import sys
@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import compare  # noqa: E402
 import loadgen  # noqa: E402
 
 
@@ -51,3 +52,8 @@ def test_small_layouts_keep_their_bounds():
 def test_scenario_one_is_everyone_in_one_conversation():
     layout = loadgen.conversation_layout(argparse.Namespace(scenario="one", members=5))
     assert layout == [[0, 1, 2, 3, 4]]
+
+
+def test_the_baseline_gets_no_option_of_the_product_alone():
+    passed = ["--scenario", "many", "--db-name", "x", "--redis-db", "11", "--diagnose", "--commit=abc", "--rate", "5"]
+    assert compare.for_baseline(passed) == ["--scenario", "many", "--redis-db", "11", "--rate", "5"]
