@@ -21,6 +21,9 @@ $BENCH_DIAG_OUT, percentiles of:
                     or a batch of those that piled up behind a publish) to every local
                     connection
   loop_lag_ms       how late a 10 ms asyncio timer fires (event loop saturation)
+  gc_ms             each garbage collection (any generation): it holds the GIL, so it
+                    stops the event loop and the DB threads for its length
+  gc_full_ms        the full ones (generation 2) among them
 
 and counts: message.created events the hub dispatched (and how many layer messages
 carried them), how many arrived out of seq order (publishes overtaking each other),
@@ -34,6 +37,7 @@ the GIL hand-over between the event loop and the DB threads; the default is 5 ms
 import asyncio
 import atexit
 import contextvars
+import gc
 import json
 import os
 import sys
@@ -68,6 +72,8 @@ samples: dict[str, list] = {
         "layer_ms",
         "dispatch_ms",
         "loop_lag_ms",
+        "gc_ms",
+        "gc_full_ms",
     )
 }
 counts = {
@@ -85,6 +91,22 @@ _published_at: dict = {}  # (conversation_id, seq) -> perf_counter at publish
 def record(name: str, seconds: float) -> None:
     samples[name].append(seconds * 1000.0)
 
+
+# Garbage collections, in whichever thread they happen.
+_gc_started = [0.0]
+
+
+def timed_collection(phase, info) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+        return
+    elapsed = time.perf_counter() - _gc_started[0]
+    record("gc_ms", elapsed)
+    if info["generation"] == 2:
+        record("gc_full_ms", elapsed)
+
+
+gc.callbacks.append(timed_collection)
 
 # The request handler (event loop side).
 _original_handler = gateway_requests.HANDLERS["send"]
