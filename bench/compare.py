@@ -37,6 +37,7 @@ FIGURES = {
     "duplicates": ("duplicates",),
     "out_of_order": ("out_of_order",),
     "unacked": ("unacked",),
+    "closed_by_server": ("closed_by_server",),
     "servers_cores": ("cpu", "servers_cores"),
     "servers_us_per_delivery": ("cpu", "servers_us_per_delivery"),
     "servers_us_per_message": ("cpu", "servers_us_per_message"),

@@ -611,7 +611,10 @@ class Client:
         async def send() -> None:
             await asyncio.sleep(delay)
             if not self.closing:
-                await self.ws.send(text)
+                try:
+                    await self.ws.send(text)
+                except websockets.ConnectionClosed:
+                    pass  # the reader noted the close; the message stays unacknowledged
 
         self.retries.add(task := asyncio.ensure_future(send()))
         task.add_done_callback(self.retries.discard)
@@ -710,7 +713,13 @@ async def sender_loop(client: Client, i: int, args, t0: float, tally: SendTally,
         frame = protocol.send_frame(client.spec, ref, f"bench-{i}-{k}", body)
         if measured:
             client.unacked[ref] = frame
-        await client.ws.send(frame)
+        try:
+            await client.ws.send(frame)
+        except websockets.ConnectionClosed:
+            # The server closed this device (the tutorial chat does when its Redis pool
+            # runs dry): the schedule goes on, each message counted as sent and not
+            # acknowledged, its deliveries as lost.
+            stats.send_errors["connection_closed"] = stats.send_errors.get("connection_closed", 0) + 1
         tally.max_lag_s = max(tally.max_lag_s, time.perf_counter() - scheduled)
         k += 1
 
@@ -926,6 +935,7 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
         "connect_s": round(connect_s, 2),
         "settle_s": round(settle_s, 2),
         "drain_s": round(drained, 2),
+        "closed_by_server": len(stats.unexpected_closes),
         "unexpected_closes": stats.unexpected_closes[:10],
         "cpu": cpu,
         "background_busy_cores": background,
