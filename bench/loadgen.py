@@ -857,12 +857,14 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
         # Drain: wait for every delivery and every ack, within a limit.
         expected = tally.expected_deliveries
         drain_deadline = time.perf_counter() + args.drain_timeout
-        progress = (stats.deliveries, len(stats.ack_ns), time.perf_counter())
+        # Progress is anything of ours arriving: a server far behind is still
+        # delivering the warm-up's messages when the measured window ends.
+        progress = (stats.deliveries + stats.warmup_deliveries, len(stats.ack_ns), time.perf_counter())
         while time.perf_counter() < drain_deadline:
             if stats.deliveries >= expected and not any(c.pending for c in clients):
                 break
             await asyncio.sleep(0.05)
-            now = (stats.deliveries, len(stats.ack_ns))
+            now = (stats.deliveries + stats.warmup_deliveries, len(stats.ack_ns))
             if now != progress[:2]:
                 progress = (*now, time.perf_counter())
             elif time.perf_counter() - progress[2] > DRAIN_IDLE_SECONDS:
