@@ -235,6 +235,21 @@ describe("messages", { timeout: 60000 }, () => {
   });
 });
 
+describe("presence snapshot", { timeout: 60000 }, () => {
+  test("refreshPresence() loads a new contact's presence, with the automatic loads turned off", async () => {
+    const alice = client("alice", { loadPresence: false });
+    await alice.connect();
+    await group("alice", "carol");
+    const carolId = tokens.carol.user.id;
+    const snapshot = await server.rest(tokens.alice.token, "GET", "presence");
+    const carols = snapshot.find((p) => p.user_id === carolId);
+    assert.ok(carols, "carol is a contact now");
+    assert.equal(alice.presence().get(carolId), undefined);
+    await alice.refreshPresence();
+    assert.equal(alice.presence().get(carolId)?.status, carols.status);
+  });
+});
+
 describe("reconnecting", { timeout: 60000 }, () => {
   test("sends made offline are queued; after the reconnect everything arrives once and in order", async () => {
     const conversation = await group("alice", "bob");

@@ -911,6 +911,16 @@ export class RealtimeClient {
     if (!old || old.status !== entry.status || old.last_seen_at !== entry.last_seen_at) this._emit("presence", entry);
   }
 
+  /**
+   * Load the presence of every contact (`GET /presence`) into `presence()`.
+   * Done by itself after each connect and when a `conversation.created` or
+   * `member.added` event arrives; call it after adopting a conversation made
+   * over REST (its cursor set past seq 1, that event is never applied here).
+   */
+  refreshPresence() {
+    return this._loadPresenceSnapshot();
+  }
+
   async _loadPresenceSnapshot() {
     if (!this.fetchImpl) return;
     try {

@@ -172,6 +172,7 @@ async function loadConversations() {
   for (const conversation of list) {
     addConversation(conversation);
     client.setCursor(conversation.id, conversation.last_seq);
+    client.refreshPresence(); // its conversation.created is now below the cursor: never applied
   }
   renderList();
 }
@@ -558,6 +559,7 @@ async function startConversation() {
     const conversation = await client.api("conversations", { method: "POST", body });
     addConversation(conversation);
     client.setCursor(conversation.id, conversation.last_seq);
+    client.refreshPresence(); // its conversation.created is now below the cursor: never applied
     closeNewPanel();
     renderList();
     openConversation(conversation.id);
