@@ -235,6 +235,18 @@ async def counted_load_changes(*args, **kwargs):
 
 gateway_stream.load_changes = counted_load_changes
 
+_original_refill = gateway_stream.ConversationStream.refill
+
+
+def counted_refill(stream, reason: str):
+    """Which refills read the log: a gap held past the grace, or reconciliation."""
+    if stream._refill is None:
+        counts[f"refills_{reason}"] = counts.get(f"refills_{reason}", 0) + 1
+    return _original_refill(stream, reason)
+
+
+gateway_stream.ConversationStream.refill = counted_refill
+
 
 def summary() -> dict:
     result = {}

@@ -122,10 +122,6 @@ class DeviceConnection:
             stream.stop()
         self.hub.unsubscribe(conversation_group(conversation_id), self)
 
-    def refill_all(self, reason: str) -> None:
-        for stream in self.streams.values():
-            stream.refill(reason)
-
     # Following users' presence
 
     async def follow_presence(self, user_ids) -> None:

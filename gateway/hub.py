@@ -198,5 +198,4 @@ class Hub:
         metrics.LAYER_RECOVERIES.inc()
         metrics.LAYER_UP.set(1)
         logger.warning("channel layer is back; %d groups joined, streams refilling", len(self._joined))
-        for connection in list(self.connections):
-            connection.refill_all("recovery")
+        await upkeep.refill_after_outage(self)

@@ -46,11 +46,17 @@ class ConversationStream:
         self._held: dict[int, tuple[str, str, dict]] = {}
         self._refill: asyncio.Task | None = None
         self._gap_timer: asyncio.TimerHandle | None = None
+        # A live event arrived since the last reconciliation (which clears it).
+        self.heard_live = False
+        # How far the log is known to go, when a refill was asked for with it:
+        # lets streams of a conversation at the same cursor share one read.
+        self._known_through: int | None = None
 
     async def offer(self, seq: int, text: str, kind: str, meta: dict) -> None:
         """A live event for this conversation."""
         if self.ended:
             return
+        self.heard_live = True
         if seq <= self.cursor:
             metrics.DUPLICATES.inc()
             return
@@ -87,9 +93,13 @@ class ConversationStream:
             self._refill = asyncio.get_running_loop().create_task(self._run_refill(prefetched, "catch_up"))
         return self._refill
 
-    def refill(self, reason: str) -> asyncio.Task:
+    def refill(self, reason: str, known_through: int | None = None) -> asyncio.Task:
         """Read the log after the cursor (unless a refill is already running);
-        `reason` (gap, reconcile, recovery) is counted."""
+        `reason` (gap, reconcile, recovery) is counted. `known_through`: a seq
+        the log is known to hold (the conversation's last seq, just read), so
+        a read another stream made from the same cursor may serve this one."""
+        if known_through is not None:
+            self._known_through = max(self._known_through or 0, known_through)
         self._cancel_gap_timer()
         if self._refill is None:
             metrics.REFILLS.labels(reason).inc()
@@ -130,14 +140,15 @@ class ConversationStream:
                 if prefetched is not None:
                     changes, prefetched = prefetched, None
                 else:
-                    # Held events tell how far the log goes: a read another stream of
-                    # the conversation made a moment ago may serve if it reaches that far.
+                    # Held events (or the refill's caller) tell how far the log goes: a read
+                    # another stream of the conversation made a moment ago may serve if it
+                    # reaches that far.
                     changes = await load_changes(
                         self.conversation_id,
                         self.cursor,
                         until=self.until,
                         limit=REFILL_BATCH,
-                        needed_through=min(self._held) - 1 if self._held else None,
+                        needed_through=min(self._held) - 1 if self._held else self._known_through,
                     )
                 for change in changes:
                     if self.ended:
@@ -163,6 +174,7 @@ class ConversationStream:
             )
         finally:
             self._refill = None
+            self._known_through = None
 
     async def _release_held(self) -> None:
         for seq in [s for s in self._held if s <= self.cursor]:

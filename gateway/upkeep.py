@@ -54,12 +54,13 @@ async def refresh_groups(hub) -> None:
 async def reconcile(hub) -> None:
     """Catch what the layer dropped: a lost event shows up as a gap only when the
     next one arrives, so every few seconds compare each followed conversation's
-    last seq with the streams' cursors and refill the ones behind, and close
-    the connections of devices revoked meanwhile."""
+    last seq with the streams' cursors and refill the ones behind (see
+    `streams_behind`), and close the connections of devices revoked meanwhile."""
+    seen_before: dict[int, int] = {}
     while True:
         await asyncio.sleep(settings.WS_RECONCILE_SECONDS)
         connections = [c for c in list(hub.connections) if not c.closed]
-        streams = [s for c in connections for s in c.streams.values() if s.live and not s.ended]
+        streams = live_streams(connections)
         try:
             latest = await load_last_seqs({s.conversation_id for s in streams}) if streams else {}
             # A lost "device revoked" event must not leave the device connected.
@@ -67,12 +68,60 @@ async def reconcile(hub) -> None:
         except Exception:
             logger.exception("reconciling streams failed")
             continue
-        for stream in streams:
-            if stream.cursor < latest.get(stream.conversation_id, 0):
-                stream.refill("reconcile")
+        for stream in streams_behind(streams, latest, seen_before):
+            stream.refill("reconcile", known_through=latest[stream.conversation_id])
+        seen_before = latest
         for connection in connections:
             if connection.device_id in revoked:
                 hub.spawn(connection.close(close_codes.DEVICE_REVOKED, "device revoked"))
+
+
+def live_streams(connections) -> list:
+    return [s for c in connections for s in c.streams.values() if s.live and not s.ended]
+
+
+def streams_behind(streams, latest: dict[int, int], seen_before: dict[int, int]) -> list:
+    """The streams to refill from the log, given each conversation's last seq now
+    (`latest`) and one round ago (`seen_before`), and clearing each stream's
+    `heard_live` mark for the next round.
+
+    A stream behind the last seq of one round ago is missing a change that
+    committed at least a round ago: refill it. A stream behind only the last
+    seq of now is refilled only if it heard no live event since the last
+    round: on a busy process the newest changes are still on their way live
+    (seconds, when it is saturated), and reading the log for them on every
+    stream at once adds to the load that delays them. A quiet stream (a
+    dropped event, a write the in-memory layer does not carry across
+    processes) is still refilled within one round."""
+    behind = []
+    for stream in streams:
+        heard_live, stream.heard_live = stream.heard_live, False
+        last_seq = latest.get(stream.conversation_id, 0)
+        if stream.cursor >= last_seq:
+            continue
+        if stream.cursor < seen_before.get(stream.conversation_id, 0) or not heard_live:
+            behind.append(stream)
+    return behind
+
+
+async def refill_after_outage(hub) -> None:
+    """Once the layer is back: refill every live stream behind its conversation's
+    last seq. Told how far the log goes, the streams of a conversation that
+    stood at the same cursor share one read, instead of one read per device
+    through the database pool (the slowest devices waited seconds for theirs).
+    If the last seqs cannot be read, every stream reads for itself."""
+    streams = live_streams(c for c in list(hub.connections) if not c.closed)
+    try:
+        latest = await load_last_seqs({s.conversation_id for s in streams}) if streams else {}
+    except Exception as error:
+        logger.warning("reading last seqs after the outage failed (%s); every stream refills", error)
+        for stream in streams:
+            stream.refill("recovery")
+        return
+    for stream in streams:
+        last_seq = latest.get(stream.conversation_id, 0)
+        if stream.cursor < last_seq:
+            stream.refill("recovery", known_through=last_seq)
 
 
 async def keep_present(hub) -> None:
