@@ -20,7 +20,7 @@ from django.http.request import split_domain_port, validate_host
 from core.db import on_db_pool
 from devices.authentication import touch
 from devices.models import Device
-from devices.selectors import device_for_token
+from devices.selectors import device_for_token, is_active_device
 from devices.services import device_for_session
 from presence import services as presence_services
 
@@ -95,7 +95,7 @@ def still_active_then_online(device, connection_id: str) -> tuple[bool, bool]:
     mark it online, in the same trip to the database pool. (active, whether
     the user's presence changed). A failure to mark it online is logged, not
     raised: presence is state that the next refresh sets right."""
-    if not Device.objects.active().filter(pk=device.pk, user__is_active=True).exists():
+    if not is_active_device(device.pk):
         return False, False
     try:
         return True, presence_services.device_online(device=device, connection_id=connection_id)
