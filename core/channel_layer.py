@@ -7,6 +7,8 @@ groups, a flood of publishes) turns into errors. Here each process's pool is
 caller that finds them all busy waits up to `pool_timeout` seconds for one.
 The same holds for Redis reached through Sentinel.
 
+Joining a group is one round trip (channels-redis makes two).
+
 It also keeps a Redis outage out of the log's tracebacks: after each receive,
 channels-redis fires a task that pops the message from its backup queue, and
 when Redis dies under that task nobody retrieves its error ("Task exception was
@@ -15,6 +17,7 @@ hub, which the streams drop by seq.
 """
 
 import logging
+import time
 
 from channels_redis.core import RedisChannelLayer
 from redis.asyncio import BlockingConnectionPool
@@ -44,6 +47,18 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         master_name = host.pop("master_name")
         sentinel = Sentinel(host.pop("sentinels"), sentinel_kwargs=host.pop("sentinel_kwargs", None))
         return BlockingSentinelConnectionPool(master_name, sentinel, **bounds, **host)
+
+    async def group_add(self, group, channel):
+        """channels-redis's group_add (ZADD, then EXPIRE on the group's key) in
+        one round trip instead of two: every connection joins groups of its
+        own, so a connect storm makes thousands of these."""
+        assert self.require_valid_group_name(group), "Group name not valid"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        group_key = self._group_key(group)
+        async with self.connection(self.consistent_hash(group)).pipeline(transaction=False) as pipe:
+            pipe.zadd(group_key, {channel: time.time()})
+            pipe.expire(group_key, self.group_expiry)
+            await pipe.execute()
 
     async def _clean_receive_backup(self, index, channel):
         try:

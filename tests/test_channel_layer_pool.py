@@ -42,3 +42,17 @@ async def test_a_caller_that_waits_too_long_gets_a_connection_error():
     await bounded.group_add("waits", "pooltest.specific.x!y")  # free again: it goes through
     await bounded.group_discard("waits", "pooltest.specific.x!y")
     await bounded.flush()
+
+
+async def test_group_add_joins_and_sets_the_expiry_as_channels_redis_does():
+    bounded = layer(pool_max_connections=2, pool_timeout=10)
+    channel = await bounded.new_channel()
+    await bounded.group_add("expiring", channel)
+    redis = bounded.connection(0)
+    key = bounded._group_key("expiring")
+    assert await redis.zscore(key, channel) is not None
+    assert 0 < await redis.ttl(key) <= bounded.group_expiry
+    await bounded.group_send("expiring", {"type": "hello"})
+    assert (await asyncio.wait_for(bounded.receive(channel), 10))["type"] == "hello"
+    await bounded.group_discard("expiring", channel)
+    await bounded.flush()
