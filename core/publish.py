@@ -139,49 +139,44 @@ async def _publish_together(batch: list[tuple[Event, list[str], Future]]) -> Non
 
 async def send_async(event: Event, groups: list[str]) -> None:
     """`send_now` for code already on the event loop. The event is encoded once."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
     text = event.text()
-    for index, group in enumerate(groups):
-        message = event.layer_message(group, text)
-        message["published_at"] = time.time()
-        try:
-            await layer.group_send(group, message)
-            metrics.EVENTS_PUBLISHED.inc()
-        except Exception as error:
-            metrics.PUBLISH_ERRORS.inc()
-            # The layer is down (it drops nothing silently otherwise): the log has
-            # the change and devices catch up from it; typing and presence are
-            # state that the next broadcast or a sync brings back. No traceback:
-            # an outage would print one per event.
-            logger.warning(
-                "publishing %s failed (%s: %s); not sent to %d group(s)",
-                event.kind,
-                type(error).__name__,
-                error,
-                len(groups) - index,
-            )
-            return
+    await _send_to_groups([(group, event.layer_message(group, text)) for group in groups], event.kind)
 
 
 async def send_batches_async(events_by_group: dict[str, list[Event]]) -> None:
     """Send each group its events in one layer message (see `batch_layer_message`)."""
+    messages = [(group, batch_layer_message(group, events)) for group, events in events_by_group.items()]
+    await _send_to_groups(messages, "a batch")
+
+
+async def _send_to_groups(messages: list[tuple[str, dict]], what: str) -> None:
+    """Through the layer in one call where it can (core.channel_layer's
+    group_send_many: two round trips to Redis for all), else one group_send
+    each, in order."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not messages:
         return
-    for index, (group, events) in enumerate(events_by_group.items()):
-        message = batch_layer_message(group, events)
-        message["published_at"] = time.time()
-        try:
-            await layer.group_send(group, message)
-            metrics.EVENTS_PUBLISHED.inc()
-        except Exception as error:  # as in send_async: the log, or the next broadcast, brings it back
-            metrics.PUBLISH_ERRORS.inc()
-            logger.warning(
-                "publishing a batch failed (%s: %s); not sent to %d group(s)",
-                type(error).__name__,
-                error,
-                len(events_by_group) - index,
-            )
-            return
+    published_at = time.time()
+    for _, message in messages:
+        message["published_at"] = published_at
+    try:
+        send_many = getattr(layer, "group_send_many", None)
+        if send_many is not None:
+            await send_many(messages)
+        else:
+            for group, message in messages:
+                await layer.group_send(group, message)
+        metrics.EVENTS_PUBLISHED.inc(len(messages))
+    except Exception as error:
+        metrics.PUBLISH_ERRORS.inc()
+        # The layer is down (it drops nothing silently otherwise): the log has
+        # the change and devices catch up from it; typing and presence are
+        # state that the next broadcast or a sync brings back. No traceback:
+        # an outage would print one per event.
+        logger.warning(
+            "publishing %s failed (%s: %s); %d group(s) may have missed it",
+            what,
+            type(error).__name__,
+            error,
+            len(messages),
+        )

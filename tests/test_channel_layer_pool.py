@@ -56,3 +56,26 @@ async def test_group_add_joins_and_sets_the_expiry_as_channels_redis_does():
     assert (await asyncio.wait_for(bounded.receive(channel), 10))["type"] == "hello"
     await bounded.group_discard("expiring", channel)
     await bounded.flush()
+
+
+async def test_group_send_many_delivers_every_message_in_order_to_every_member():
+    bounded = layer(pool_max_connections=2, pool_timeout=10)
+    first, second = await bounded.new_channel(), await bounded.new_channel()
+    for group in ("many-a", "many-b"):
+        await bounded.group_add(group, first)
+    await bounded.group_add("many-b", second)
+    # Descending numbers: sorted by their bytes (equal scores) they would come out ascending.
+    messages = [(("many-a", "many-b")[i % 2], {"type": "m", "n": 39 - i}) for i in range(40)]
+    messages.append(("many-nobody", {"type": "m", "n": 99}))  # a group without members: nothing
+    await bounded.group_send_many(messages[:20])
+    await bounded.group_send_many(messages[20:])  # a second call's messages come after the first's
+    got_first = [(await asyncio.wait_for(bounded.receive(first), 10))["n"] for _ in range(40)]
+    got_second = [(await asyncio.wait_for(bounded.receive(second), 10))["n"] for _ in range(20)]
+    assert got_first == [39 - i for i in range(40)]
+    assert got_second == [39 - i for i in range(1, 40, 2)]
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(bounded.receive(second), 0.2)
+    for group in ("many-a", "many-b"):
+        await bounded.group_discard(group, first)
+    await bounded.group_discard("many-b", second)
+    await bounded.flush()
