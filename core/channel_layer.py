@@ -7,7 +7,9 @@ groups, a flood of publishes) turns into errors. Here each process's pool is
 caller that finds them all busy waits up to `pool_timeout` seconds for one.
 The same holds for Redis reached through Sentinel.
 
-Joining a group is one round trip (channels-redis makes two).
+Joining a group is one round trip (channels-redis makes two); publishing to
+many groups, two for all (`group_send_many`); receiving what waits for the
+gateway's hub, one (`receive_many`).
 
 It also keeps a Redis outage out of the log's tracebacks: after each receive,
 channels-redis fires a task that pops the message from its backup queue, and
@@ -120,6 +122,37 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
             for group, names in zip(shard_groups, results[1::2]):
                 members[group] = [name.decode("utf8") for name in names]
         return members
+
+    async def receive_many(self, channel: str, limit: int = 100) -> list[dict]:
+        """The messages waiting for a process-local channel (up to `limit`), in
+        the order they were sent; if there are none, waits for the first (at
+        most the layer's blocking-pop timeout, then returns []).
+
+        One round trip while messages are waiting, where channels-redis's
+        receive makes four per message (its backup-queue script, the pop, the
+        backup and the backup's cleaning). Without the backup queue, a receiver
+        cancelled between the pop and its handling loses what it popped: right
+        for a reader whose messages are doorbells backed by a log (the
+        gateway's hub), not for a general consumer. The channel must be one
+        that nothing else in this process receives from: its process's
+        channels share one Redis key."""
+        assert "!" in channel, "receive_many reads a process-local channel"
+        local = self.non_local_name(channel)
+        key = self.prefix + local
+        connection = self.connection(self.consistent_hash(local))
+        popped = await connection.zpopmin(key, limit)
+        if not popped:
+            found = await connection.bzpopmin(key, timeout=self.brpop_timeout)
+            if found is None:
+                return []
+            popped = [(found[1], found[2])]
+        messages = []
+        for member, _score in popped:
+            message = self.deserialize(member)
+            recipients = message.pop("__asgi_channel__", channel)
+            if channel == recipients or channel in recipients:
+                messages.append(message)
+        return messages
 
     async def _clean_receive_backup(self, index, channel):
         try:

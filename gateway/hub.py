@@ -148,9 +148,15 @@ class Hub:
 
     async def _receive_loop(self) -> None:
         backoff = RETRY_INITIAL_SECONDS
+        # The Redis layer hands over everything waiting in one round trip
+        # (core.channel_layer); any other layer, one message at a time.
+        receive_many = getattr(self.layer, "receive_many", None)
         while True:
             try:
-                message = await self.layer.receive(self.channel)
+                if receive_many is not None:
+                    messages = await receive_many(self.channel)
+                else:
+                    messages = [await self.layer.receive(self.channel)]
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -159,7 +165,8 @@ class Hub:
                 backoff = min(backoff * 2, RETRY_MAX_SECONDS)
                 continue
             backoff = RETRY_INITIAL_SECONDS
-            await self.dispatch(message)
+            for message in messages:
+                await self.dispatch(message)
 
     async def dispatch(self, message: dict) -> None:
         metrics.EVENTS_DISPATCHED.inc()

@@ -79,3 +79,22 @@ async def test_group_send_many_delivers_every_message_in_order_to_every_member()
         await bounded.group_discard(group, first)
     await bounded.group_discard("many-b", second)
     await bounded.flush()
+
+
+async def test_receive_many_hands_over_everything_waiting_in_order():
+    bounded = layer(pool_max_connections=2, pool_timeout=10)
+    bounded.brpop_timeout = 1
+    hub = await bounded.new_channel()
+    await bounded.group_add("waiting", hub)
+    await bounded.group_send_many([("waiting", {"type": "m", "n": 39 - i}) for i in range(30)])
+    await bounded.group_send("waiting", {"type": "m", "n": -1})  # channels-redis's own send, after
+    got = await bounded.receive_many(hub, limit=20)
+    got += await bounded.receive_many(hub, limit=20)
+    assert [m["n"] for m in got] == [39 - i for i in range(30)] + [-1]
+    assert all("__asgi_channel__" not in m for m in got)
+    assert await bounded.receive_many(hub) == []  # nothing came within the blocking pop's timeout
+    later = asyncio.create_task(bounded.receive_many(hub))  # waits for the first
+    await bounded.group_send_many([("waiting", {"type": "m", "n": 100})])
+    assert [m["n"] for m in await asyncio.wait_for(later, 5)] == [100]
+    await bounded.group_discard("waiting", hub)
+    await bounded.flush()
