@@ -97,9 +97,11 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
                 is_send.append(True)
         for pipe, is_send in pipes.values():
             results = await pipe.execute()
-            over_capacity = sum(result for result, send in zip(results, is_send) if send)
+            over_capacity = sum(result for result, send in zip(results, is_send, strict=True) if send)
             if over_capacity:
-                logger.info("%d channel(s) over capacity in a group send; the message was dropped for them", over_capacity)
+                logger.info(
+                    "%d channel(s) over capacity in a group send; the message was dropped for them", over_capacity
+                )
 
     def _next_score(self) -> float:
         self._last_score = max(time.time(), self._last_score + 1e-6)
@@ -119,7 +121,7 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
                     pipe.zremrangebyscore(key, min=0, max=int(now) - self.group_expiry)
                     pipe.zrange(key, 0, -1)
                 results = await pipe.execute()
-            for group, names in zip(shard_groups, results[1::2]):
+            for group, names in zip(shard_groups, results[1::2], strict=True):
                 members[group] = [name.decode("utf8") for name in names]
         return members
 

@@ -71,7 +71,7 @@ def _two_streams_refilled(monkeypatch, known_through):
         log_reads._per_loop.clear()
         connections = [FakeStreamConnection(device_id=7), FakeStreamConnection(device_id=8)]
         streams = [ConversationStream(c, 1, 3) for c in connections]
-        for c, s in zip(connections, streams):
+        for c, s in zip(connections, streams, strict=True):
             c.stream, s.live = s, True
         await asyncio.gather(*(s.refill("recovery", known_through=known_through) for s in streams))
         return [len(c.sent.items) for c in connections]
