@@ -30,6 +30,7 @@ from observability import metrics
 
 from . import server_loop
 from .events import Event, batch_layer_message
+from .layer_outbox import outbox_for
 from .publish_order import OnCommitHook, PublishLines
 
 logger = logging.getLogger(__name__)
@@ -150,9 +151,9 @@ async def send_batches_async(events_by_group: dict[str, list[Event]]) -> None:
 
 
 async def _send_to_groups(messages: list[tuple[str, dict]], what: str) -> None:
-    """Through the layer in one call where it can (core.channel_layer's
-    group_send_many: two round trips to Redis for all), else one group_send
-    each, in order."""
+    """Through the layer's outbox where it can (core.channel_layer's
+    group_send_many, with whatever other conversations are publishing), else
+    one group_send each, in order."""
     layer = get_channel_layer()
     if layer is None or not messages:
         return
@@ -160,9 +161,8 @@ async def _send_to_groups(messages: list[tuple[str, dict]], what: str) -> None:
     for _, message in messages:
         message["published_at"] = published_at
     try:
-        send_many = getattr(layer, "group_send_many", None)
-        if send_many is not None:
-            await send_many(messages)
+        if hasattr(layer, "group_send_many"):
+            await outbox_for(layer).send(messages)
         else:
             for group, message in messages:
                 await layer.group_send(group, message)
