@@ -123,7 +123,11 @@ async def test_a_redis_outage_closes_no_connection_and_loses_nothing(server_on_p
     stop.set()
     await sending
     last = max(acknowledged)
-    assert sent_during_outage > 20 and acknowledged == sorted(acknowledged)
+    # One connection's sends are answered in order; the late device's send, from
+    # another connection, may be acknowledged before or after its neighbours.
+    from_sender = [seq for seq in acknowledged if seq != reply["result"]["seq"]]
+    assert sent_during_outage > 20 and from_sender == sorted(from_sender)
+    assert len(set(acknowledged)) == len(acknowledged)
 
     deadline = back + RECOVERY_LIMIT_SECONDS
     for device in devices:
