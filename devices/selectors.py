@@ -17,18 +17,14 @@ def device_for_token(token: str) -> Device | None:
     """The active device a token belongs to, with its user, or None."""
     if not token:
         return None
-    users = get_user_model()._meta.db_table
     found = list(
-        Device.objects.raw(
-            f"SELECT device.* FROM {Device._meta.db_table} device JOIN {users} owner ON owner.id = device.user_id"
-            " WHERE device.token_hash = %s AND device.revoked_at IS NULL AND owner.is_active = %s",
-            [hash_token(token), True],
-        )
+        Device.objects.raw(f"SELECT device.* {_active_devices()} AND device.token_hash = %s", [True, hash_token(token)])
     )
     if not found:
         return None
     device = found[0]
-    owner = list(get_user_model().objects.raw(f"SELECT * FROM {users} WHERE id = %s", [device.user_id]))
+    users = get_user_model()
+    owner = list(users.objects.raw(f"SELECT * FROM {users._meta.db_table} WHERE id = %s", [device.user_id]))
     if not owner:  # deleted in between
         return None
     device.user = owner[0]
@@ -37,14 +33,18 @@ def device_for_token(token: str) -> Device | None:
 
 def is_active_device(device_id: int) -> bool:
     """Whether the device is not revoked and its user not deactivated."""
-    users = get_user_model()._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {Device._meta.db_table} device JOIN {users} owner ON owner.id = device.user_id"
-            " WHERE device.id = %s AND device.revoked_at IS NULL AND owner.is_active = %s",
-            [device_id, True],
-        )
+        cursor.execute(f"SELECT 1 {_active_devices()} AND device.id = %s", [True, device_id])
         return cursor.fetchone() is not None
+
+
+def _active_devices() -> str:
+    """FROM and WHERE of the devices not revoked whose user is active (one
+    parameter: True), as `Device.objects.active()` with `user__is_active`."""
+    return (
+        f"FROM {Device._meta.db_table} device JOIN {get_user_model()._meta.db_table} owner"
+        " ON owner.id = device.user_id WHERE device.revoked_at IS NULL AND owner.is_active = %s"
+    )
 
 
 def revoked_among(device_ids) -> set[int]:

@@ -112,7 +112,8 @@ async def test_a_redis_outage_closes_no_connection_and_loses_nothing(server_on_p
     assert (await late.request("typing", conversation_id=cid, state="start"))["type"] == "ok"
     reply = await late.request("send", conversation_id=cid, client_msg_id="during-outage", body="still here")
     assert reply["type"] == "ok", reply
-    acknowledged.append(reply["result"]["seq"])
+    late_seq = reply["result"]["seq"]
+    acknowledged.append(late_seq)
     devices.append(late)
     await asyncio.sleep(max(OUTAGE_SECONDS - (time.monotonic() - outage_started), 0))
     sent_during_outage = len(acknowledged)
@@ -125,7 +126,7 @@ async def test_a_redis_outage_closes_no_connection_and_loses_nothing(server_on_p
     last = max(acknowledged)
     # One connection's sends are answered in order; the late device's send, from
     # another connection, may be acknowledged before or after its neighbours.
-    from_sender = [seq for seq in acknowledged if seq != reply["result"]["seq"]]
+    from_sender = [seq for seq in acknowledged if seq != late_seq]
     assert sent_during_outage > 20 and from_sender == sorted(from_sender)
     assert len(set(acknowledged)) == len(acknowledged)
 
