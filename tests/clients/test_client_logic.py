@@ -161,6 +161,38 @@ async def test_a_rate_limited_request_is_sent_again_after_the_hint():
     assert [f["client_msg_id"] for f in server.peers[0].of_type("send")] == ["c-1", "c-1"]
 
 
+async def test_a_send_refused_for_the_moment_is_not_overtaken_by_a_later_one_of_its_conversation():
+    """Writes of a conversation go one at a time: while the first waits out its
+    hint, the second of that conversation stays unsent and another
+    conversation's goes."""
+
+    async def script(peer):
+        await peer.handshake()
+        first = await peer.expect("send")
+        await peer.send(
+            {
+                "type": "error",
+                "ref": first["ref"],
+                "code": "rate_limited",
+                "message": "",
+                "details": {"retry_after": 0.2},
+            }
+        )
+        other = await peer.expect("send")
+        assert other["conversation_id"] == 2, other
+        await peer.ok(other, sent(other))
+        await peer.serve_forever()
+
+    async with ScriptedServer(script) as server, Client(server.url, token="t") as client:
+        sends = [
+            asyncio.create_task(client.send(1, "first")),
+            asyncio.create_task(client.send(1, "second")),
+            asyncio.create_task(client.send(2, "elsewhere")),
+        ]
+        await asyncio.wait_for(asyncio.gather(*sends), TIMEOUT)
+    assert [f["body"] for f in server.peers[0].of_type("send")] == ["first", "elsewhere", "first", "second"]
+
+
 async def test_other_errors_reach_the_caller_with_code_field_and_details():
     async def script(peer):
         await peer.handshake()

@@ -42,10 +42,11 @@ const CLIENT_CLOSE_STOPPED = 1000; // close() was called
 // Requests that are safe to send again on a new connection when their reply
 // never came: every write is idempotent (§12), and reads can be repeated.
 const RETRIED = new Set(["send", "edit", "delete", "read", "delivered", "fetch", "presence", "presence.subscribe"]);
-// Writes of messages in flight at once, oldest first: below the server's queue
-// per connection (WS_MAX_PENDING_REQUESTS, 8 by default), and one waiting out
-// a retry hint holds back those behind it, so sends queued offline and then
-// flushed are written in the order they were made. Other requests go at once.
+// Writes of messages: one at a time per conversation, so they are written in
+// the order they were made even when one is refused for the moment (see
+// _pump), and at most MAX_IN_FLIGHT of them (to different conversations) at
+// once, below the server's queue per connection (WS_MAX_PENDING_REQUESTS, 8
+// by default). Other requests go at once.
 const ORDERED = new Set(["send", "edit", "delete"]);
 const MAX_IN_FLIGHT = 4;
 
@@ -631,29 +632,33 @@ export class RealtimeClient {
   }
 
   /**
-   * Send the application's waiting requests: writes of messages in order, at
-   * most MAX_IN_FLIGHT at a time, one waiting out a retry hint holding back
-   * the writes behind it; anything else at once.
+   * Send the application's waiting requests. Writes of messages go one at a
+   * time per conversation, in the order made: the server may refuse any
+   * request for the moment (`rate_limited`), and a write already sent behind
+   * a refused one would be written before it. So one waiting out a retry hint,
+   * or parked until the next connection, holds back its conversation's later
+   * writes. Writes to different conversations go together, at most
+   * MAX_IN_FLIGHT at a time; anything else goes at once.
    */
   _pump() {
     let inFlight = 0;
-    let blocked = false;
+    const held = new Set(); // conversations with an earlier write not answered yet
     for (const entry of this._pending) {
       if (entry.internal) continue;
-      const ordered = ORDERED.has(entry.type);
+      const waiting = entry.retryTimer || entry.parked;
+      if (!ORDERED.has(entry.type)) {
+        if (entry.ref === null && !waiting) this._transmit(entry);
+        continue;
+      }
+      const conversationId = entry.fields.conversation_id;
       if (entry.ref !== null) {
-        if (ordered) inFlight += 1;
+        inFlight += 1;
+        held.add(conversationId);
         continue;
       }
-      if (entry.retryTimer || entry.parked) {
-        if (ordered) blocked = true;
-        continue;
-      }
-      if (ordered && (blocked || inFlight >= MAX_IN_FLIGHT)) {
-        blocked = true;
-        continue;
-      }
-      if (this._transmit(entry) && ordered) inFlight += 1;
+      if (held.has(conversationId)) continue;
+      held.add(conversationId);
+      if (!waiting && inFlight < MAX_IN_FLIGHT && this._transmit(entry)) inFlight += 1;
     }
   }
 

@@ -14,7 +14,8 @@ The moving parts, each following docs/protocol.md:
 * an outbox of requests: each stays until it has a reply, is sent on whatever
   connection is up (a request made offline waits for one), at most
   `max_in_flight` at once (4: below the server's queue of 8 per connection,
-  beside the client's own sync and pings), and is sent
+  beside the client's own sync and pings), writes of messages one at a time
+  per conversation so they are written in the order made, and is sent
   again, unchanged, on the next connection when its reply never came. A
   `send` keeps its `client_msg_id`, so a retry of one that had committed is
   answered `duplicate: true` and creates nothing;
@@ -67,6 +68,8 @@ T = TypeVar("T")
 Callback = Callable[[T], Awaitable[None] | None]
 #: Request errors answered by sending the same request again later, not by failing it.
 RETRIED_ERRORS = frozenset({"rate_limited", "unavailable"})
+# Writes of messages: one at a time per conversation, in the order made (_pump).
+ORDERED = frozenset({"send", "edit", "delete"})
 
 
 @dataclass(eq=False)
@@ -352,14 +355,27 @@ class Client:
     # The outbox
 
     async def _pump(self, connection: Connection) -> None:
+        """Send what waits in the outbox, oldest first. Writes of messages go
+        one at a time per conversation: the server may refuse a request for
+        the moment (`rate_limited`), and a write sent behind a refused one
+        would be written before it. So a write waiting out a hint, or for the
+        next connection, holds back the later writes of its conversation."""
         slots = asyncio.Semaphore(self.max_in_flight)
         loop = asyncio.get_running_loop()
         while not connection.closed:
             self._wake.clear()
             now = loop.time()
             next_at: float | None = None
+            held: set[Any] = set()  # conversations with an earlier write not answered yet
             for request in list(self._outbox):
-                if request.sent_on is not None or request.future.done():
+                if request.future.done():
+                    continue
+                conversation = request.fields.get("conversation_id") if request.type in ORDERED else None
+                if conversation is not None:
+                    if conversation in held:
+                        continue
+                    held.add(conversation)
+                if request.sent_on is not None:
                     continue
                 if request.not_before > now:
                     next_at = min(next_at or request.not_before, request.not_before)
