@@ -4,11 +4,18 @@ DATABASE_URL and REDIS_URL are read as in production, so the same suite runs on
 SQLite and the in-memory layer (a fresh machine) or on PostgreSQL and Redis (CI).
 """
 
+import faulthandler
 import os
+import signal
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-with-enough-length-and-entropy-0123456789")
 
 from .settings import *  # noqa: E402,F403
+
+# A test server that stops answering is sent SIGUSR1 before it is killed: every
+# thread's stack goes to its log, which the harness prints when a test failed.
+if hasattr(signal, "SIGUSR1"):
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 SECURE_SSL_REDIRECT = False
 SESSION_COOKIE_SECURE = False

@@ -35,5 +35,15 @@ def test_the_js_client_passes_its_node_tests():
     )
     output = result.stdout + result.stderr
     sys.stdout.write(output)
-    assert result.returncode == 0, output[-20000:]
-    assert "# fail 0" in output or "ℹ fail 0" in output, output[-5000:]
+    assert result.returncode == 0, failure_report(output)
+    assert "# fail 0" in output or "ℹ fail 0" in output, failure_report(output)
+
+
+def failure_report(output: str, size: int = 20000) -> str:
+    """The end of the output, and the servers' logs and stacks that a failed
+    test file prints (tests/js/support.mjs) if they are not in that end."""
+    tail = output[-size:]
+    logs_at = output.find("--- server log")
+    if logs_at < 0 or logs_at >= len(output) - size:
+        return tail
+    return tail + "\n" + output[logs_at : logs_at + size]

@@ -2,7 +2,7 @@
 // Run: node --experimental-websocket --test tests/js/   (Node 22+: no flag needed)
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 
 import { backoffDelay, CloseCode, RealtimeClient, RealtimeError } from "../../web/static/realtime/client.js";
 import { MemoryStorage, nextEvent, Proxy, recordMessages, Server, sleep, until } from "./support.mjs";
@@ -36,11 +36,17 @@ function bodies(seen, conversationId) {
 before(async () => {
   server = await new Server().start();
   proxy = await new Proxy(server.port).start();
-  for (const name of ["alice", "bob", "carol"]) tokens[name] = await server.login(name);
+  for (const name of ["alice", "bob", "carol", "dave"]) tokens[name] = await server.login(name);
+});
+
+// Each test's clients are closed after it: left connected, every later cut of
+// the proxy would reconnect them too, and their presence would reach the
+// next tests' clients.
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
 });
 
 after(async () => {
-  for (const c of clients) c.close();
   await proxy?.stop();
   await server?.stop();
 });
@@ -236,17 +242,19 @@ describe("messages", { timeout: 60000 }, () => {
 });
 
 describe("presence snapshot", { timeout: 60000 }, () => {
+  // Dave shares no conversation before this test and never connects, so no
+  // live presence of his can reach alice: only the snapshot brings it.
   test("refreshPresence() loads a new contact's presence, with the automatic loads turned off", async () => {
     const alice = client("alice", { loadPresence: false });
     await alice.connect();
-    await group("alice", "carol");
-    const carolId = tokens.carol.user.id;
+    await group("alice", "dave");
+    const daveId = tokens.dave.user.id;
     const snapshot = await server.rest(tokens.alice.token, "GET", "presence");
-    const carols = snapshot.find((p) => p.user_id === carolId);
-    assert.ok(carols, "carol is a contact now");
-    assert.equal(alice.presence().get(carolId), undefined);
+    const daves = snapshot.find((p) => p.user_id === daveId);
+    assert.ok(daves, "dave is a contact now");
+    assert.equal(alice.presence().get(daveId), undefined);
     await alice.refreshPresence();
-    assert.equal(alice.presence().get(carolId)?.status, carols.status);
+    assert.equal(alice.presence().get(daveId)?.status, daves.status);
   });
 });
 

@@ -79,6 +79,23 @@ async function waitForPort(port, child, logPath, timeoutMs = 30000) {
   throw new Error(`server did not listen in time:\n${readFileSync(logPath, "utf8")}`);
 }
 
+// Every server's log, printed when a test of this process failed: the logs
+// live in the temporary directory, which is removed at exit.
+const serverLogs = new Set();
+
+const ACCESS_LOG_LINE = /^\S+ - - \[/;
+
+function printServerLogs(lines = 200) {
+  for (const logPath of serverLogs) {
+    if (!existsSync(logPath)) continue;
+    const kept = readFileSync(logPath, "utf8")
+      .split("\n")
+      .filter((line) => !ACCESS_LOG_LINE.test(line));
+    const tail = kept.slice(-lines).join("\n");
+    process.stderr.write(`\n--- server log ${path.basename(logPath)}, without access lines (last ${lines}) ---\n${tail}\n`);
+  }
+}
+
 // One migrated database per test process, copied for each server.
 let template = null;
 
@@ -96,13 +113,16 @@ function migratedTemplate() {
     if (result.status !== 0) throw new Error(`manage.py ${args.join(" ")} failed:\n${result.stdout}\n${result.stderr}`);
   };
   run(["migrate", "--noinput"]);
-  for (const name of ["alice", "bob", "carol"]) run(["createuser", name, "--password-stdin"], `${PASSWORD}\n`);
-  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  for (const name of ["alice", "bob", "carol", "dave"]) run(["createuser", name, "--password-stdin"], `${PASSWORD}\n`);
+  process.on("exit", () => {
+    if (process.exitCode) printServerLogs();
+    rmSync(dir, { recursive: true, force: true });
+  });
   template = { dir, file };
   return template;
 }
 
-/** A Daphne process of the project on a fresh copy of the migrated database (users alice, bob, carol). */
+/** A Daphne process of the project on a fresh copy of the migrated database (users alice, bob, carol, dave). */
 export class Server {
   constructor(env = {}) {
     this.env = env;
@@ -117,6 +137,7 @@ export class Server {
     }
     this.port = await freePort();
     this.logPath = `${this.db}.log`;
+    serverLogs.add(this.logPath);
     const log = openSync(this.logPath, "a");
     this.child = spawn(
       python(),
@@ -153,9 +174,17 @@ export class Server {
     return this.start();
   }
 
+  /**
+   * Kill the process, after it has written every thread's stack to its log
+   * (SIGUSR1, realtime_sync/test_settings.py): printed if a test failed, it
+   * shows where a server that stopped answering was stuck.
+   */
   async stop() {
     if (this.child && this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise((resolve) => this.child.once("exit", resolve));
+      const logged = this.log().length;
+      this.child.kill("SIGUSR1");
+      await until(() => /Thread 0x/.test(this.log().slice(logged)), "the stack dump", 2000).catch(() => {});
       this.child.kill("SIGKILL");
       await exited;
     }
