@@ -162,6 +162,13 @@ def parser():
         type=float,
         help="with --diagnose: sys.setswitchinterval(SECONDS) in the servers (an experiment; default 0.005)",
     )
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the servers, over the benchmark's own (repeatable); e.g. GC_GEN0_THRESHOLD=50000",
+    )
     p.add_argument("--keep-db", action="store_true", help="leave the database and Redis data after the run")
     return p
 
@@ -270,6 +277,9 @@ def server_env(args) -> dict:
         # limits (30/s per connection, 60/s per user); a smaller layout at a higher rate
         # would not be. Lifted, so that no run measures the limiter instead of the server.
         env.update(UNLIMITED_REQUEST_RATES)
+    for setting in args.server_env:
+        name, _, value = setting.partition("=")
+        env[name] = value
     return env
 
 
@@ -389,6 +399,8 @@ def main() -> int:
                 log(f"run failed: {failure}")
                 result = {"error": str(failure)}
             config = config_of(args, "realtime_sync", root=args.project, db_pool_max=args.db_pool_max)
+            if args.server_env:
+                config["server_env"] = args.server_env
             if args.commit_hash:
                 config["code"] = {**config["code"], "commit": args.commit_hash, "project": "git archive"}
             result = {"config": config, **result, "wall_s": round(time.time() - started, 1)}

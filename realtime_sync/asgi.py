@@ -16,6 +16,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from core.gc_tuning import tune_for_server  # noqa: E402
 from gateway.health import readyz  # noqa: E402
 from gateway.session import SessionWhenCookie  # noqa: E402
 from observability import reporter  # noqa: E402
@@ -33,6 +34,9 @@ application = ProtocolTypeRouter(
         "websocket": SessionWhenCookie(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# Start-up is over: what it made is frozen out of the garbage collector's work.
+tune_for_server()
 
 # The status page's heartbeat of this process (a daemon thread; see observability/reporter.py).
 reporter.start("web")

@@ -157,6 +157,12 @@ DATABASES = {"default": database_from_env()}
 # the gateway's database work shares the event loop's default thread pool.
 DB_WRITE_THREADS = env.int("DB_WRITE_THREADS", default=4)
 
+# The cyclic garbage collector of a server process (core/gc_tuning.py): what
+# start-up made is frozen out of every collection, and the youngest
+# generation is collected every GC_GEN0_THRESHOLD allocations (0: CPython's 700).
+GC_FREEZE_AT_START = env.bool("GC_FREEZE_AT_START", default=True)
+GC_GEN0_THRESHOLD = env.int("GC_GEN0_THRESHOLD", default=0)
+
 REDIS_URL = env.str("REDIS_URL", default="")
 REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
 
