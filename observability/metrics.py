@@ -19,6 +19,7 @@ With METRICS_ENABLED off every metric below is a stand-in that does nothing,
 which is how the cost of measuring is measured (docs/operations.md).
 """
 
+import asyncio
 import time
 
 from django.conf import settings
@@ -238,16 +239,63 @@ _FRAME_LABELS_MAX = 200  # server-made labels are a small set; this only guards 
 
 
 def frame_out(text: str, wire_bytes: int = 0) -> None:
-    """A frame was handed to the transport (`wire_bytes`: what was written for it, when known)."""
+    """A frame was handed to the transport (`wire_bytes`: what was written for it, when known).
+
+    On an event loop the frame is tallied in plain numbers, and the tally goes
+    into the Prometheus counters once, at the loop's next turn: a hub's
+    dispatch of one event to a thousand connections costs three locked
+    counter increments instead of three thousand (5 % of a fanning-out
+    server's samples). The counters are behind by at most that turn."""
     if text.startswith(_EVENT_PREFIX):
         key = text[: text.find('"', len(_EVENT_PREFIX))]
     else:
         key = text[: text.find('"', len(_TYPE_PREFIX))]
-    child = _frames_out.get(key)
-    if child is None:
-        child = _frame_out_child(key)
-    child.inc()
-    BYTES_OUT.inc(len(text) if text.isascii() else len(text.encode()))
+    size = len(text) if text.isascii() else len(text.encode())
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        _count_frames_out(key, 1, size, wire_bytes)
+        return
+    _tally.frames[key] = _tally.frames.get(key, 0) + 1
+    _tally.bytes += size
+    _tally.wire_bytes += wire_bytes
+    if _tally.flush_on is not loop:
+        _tally.flush_on = loop
+        loop.call_soon(_flush_frames_out)
+
+
+class _FramesOutTally:
+    """Frames out not yet in the counters; touched on the gateway's loop only."""
+
+    __slots__ = ("frames", "bytes", "wire_bytes", "flush_on")
+
+    def __init__(self):
+        self.frames: dict[str, int] = {}
+        self.bytes = 0
+        self.wire_bytes = 0
+        self.flush_on = None  # the loop a flush is scheduled on
+
+
+_tally = _FramesOutTally()
+
+
+def _flush_frames_out() -> None:
+    frames, _tally.frames = _tally.frames, {}
+    for key, count in frames.items():
+        _count_frames_out(key, count, 0, 0)
+    _count_frames_out(None, 0, _tally.bytes, _tally.wire_bytes)
+    _tally.bytes = _tally.wire_bytes = 0
+    _tally.flush_on = None
+
+
+def _count_frames_out(key: str | None, count: int, size: int, wire_bytes: int) -> None:
+    if count:
+        child = _frames_out.get(key)
+        if child is None:
+            child = _frame_out_child(key)
+        child.inc(count)
+    if size:
+        BYTES_OUT.inc(size)
     if wire_bytes:
         BYTES_OUT_WIRE.inc(wire_bytes)
 

@@ -1,5 +1,6 @@
 """The pieces of observability that need no server: log formats, metric labels, quantiles."""
 
+import asyncio
 import json
 import logging
 
@@ -64,6 +65,25 @@ def test_quantiles_of_cumulative_buckets():
     assert 0.01 < quantile(0.99, buckets) <= 0.1
     assert quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
     assert quantile(0.99, [(0.1, 0.0), (float("inf"), 10.0)]) == 0.1  # past the last bound: the last bound
+
+
+def test_frames_out_on_a_loop_reach_the_counters_together_at_its_next_turn():
+    created = metrics.FRAMES_OUT.labels("event", "message.created")
+    text = '{"type":"event","kind":"message.created","conversation_id":1,"seq":2,"payload":{}}'
+
+    async def fan_out():
+        before, bytes_before = created._value.get(), metrics.BYTES_OUT._value.get()
+        for _ in range(1000):
+            metrics.frame_out(text, 50)
+        assert created._value.get() == before, "tallied, not counted one by one"
+        await asyncio.sleep(0)
+        return before, bytes_before
+
+    wire_before = metrics.BYTES_OUT_WIRE._value.get()
+    before, bytes_before = asyncio.run(fan_out())
+    assert created._value.get() == before + 1000
+    assert metrics.BYTES_OUT._value.get() == bytes_before + 1000 * len(text)
+    assert metrics.BYTES_OUT_WIRE._value.get() == wire_before + 1000 * 50
 
 
 def test_frame_labels_come_from_the_frame_text():
