@@ -5,10 +5,20 @@ from django.urls import reverse
 from django.utils import timezone
 
 from observability import metrics
+from observability import reporter as reporter_module
 from observability.models import ProcessReport
 from observability.reporter import Reporter
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def only_the_reports_made_here(monkeypatch):
+    """A test that imported the ASGI application started this process's own
+    status reporter (a thread): its reports would join the ones a test makes."""
+    if reporter_module._reporter is not None:
+        monkeypatch.setattr(reporter_module._reporter, "report", lambda: None)
+    ProcessReport.objects.all().delete()
 
 
 def report(name, kind="web", *, silent_seconds=0.0, **figures):
