@@ -127,7 +127,7 @@ class ConversationStream:
         self.cursor = seq
         await self.connection.send_text(text)
         if "committed_at" in meta and not self.connection.closed:  # live events carry their commit time
-            metrics.DELIVERY_LATENCY.observe(metrics.since(meta["committed_at"]))
+            metrics.delivered_live(meta["committed_at"])
         removed_me = kind == Change.Kind.MEMBER_REMOVED and meta.get("user_id") == self.connection.user_id
         if removed_me or (self.until is not None and seq >= self.until):
             self.connection.untrack(self.conversation_id)

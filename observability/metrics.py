@@ -20,6 +20,7 @@ which is how the cost of measuring is measured (docs/operations.md).
 """
 
 import asyncio
+import bisect
 import time
 
 from django.conf import settings
@@ -241,51 +242,92 @@ _FRAME_LABELS_MAX = 200  # server-made labels are a small set; this only guards 
 def frame_out(text: str, wire_bytes: int = 0) -> None:
     """A frame was handed to the transport (`wire_bytes`: what was written for it, when known).
 
-    On an event loop the frame is tallied in plain numbers, and the tally goes
-    into the Prometheus counters once, at the loop's next turn: a hub's
-    dispatch of one event to a thousand connections costs three locked
-    counter increments instead of three thousand (5 % of a fanning-out
-    server's samples). The counters are behind by at most that turn."""
+    On an event loop the frame is tallied in plain numbers (`_LoopTally`):
+    a hub's dispatch of one event to a thousand connections costs three
+    locked counter increments instead of three thousand."""
     if text.startswith(_EVENT_PREFIX):
         key = text[: text.find('"', len(_EVENT_PREFIX))]
     else:
         key = text[: text.find('"', len(_TYPE_PREFIX))]
     size = len(text) if text.isascii() else len(text.encode())
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
+    tally = _tally_on_loop()
+    if tally is None:
         _count_frames_out(key, 1, size, wire_bytes)
         return
-    _tally.frames[key] = _tally.frames.get(key, 0) + 1
-    _tally.bytes += size
-    _tally.wire_bytes += wire_bytes
-    if _tally.flush_on is not loop:
-        _tally.flush_on = loop
-        loop.call_soon(_flush_frames_out)
+    tally.frames[key] = tally.frames.get(key, 0) + 1
+    tally.bytes += size
+    tally.wire_bytes += wire_bytes
 
 
-class _FramesOutTally:
-    """Frames out not yet in the counters; touched on the gateway's loop only."""
+def delivered_live(committed_at: float) -> None:
+    """A live change's frame went to a device: DELIVERY_LATENCY from its commit,
+    tallied on the loop like the frames out (a histogram's observation is two
+    locked increments, once per delivery)."""
+    seconds = since(committed_at)
+    tally = _tally_on_loop()
+    if tally is None or tally.latency_counts is None:
+        DELIVERY_LATENCY.observe(seconds)
+        return
+    # The bucket Histogram.observe picks: the first whose bound is >= seconds.
+    tally.latency_counts[bisect.bisect_left(_delivery_bounds, seconds)] += 1
+    tally.latency_sum += seconds
 
-    __slots__ = ("frames", "bytes", "wire_bytes", "flush_on")
 
-    def __init__(self):
+class _LoopTally:
+    """What the gateway's loop sent since its last turn, not yet in the metrics:
+    touched on that loop only, and put into the metrics once, at its next turn
+    (so they are behind by at most that turn)."""
+
+    __slots__ = ("frames", "bytes", "wire_bytes", "latency_counts", "latency_sum", "loop", "flushed")
+
+    def __init__(self, loop):
+        self.loop = loop
         self.frames: dict[str, int] = {}
         self.bytes = 0
         self.wire_bytes = 0
-        self.flush_on = None  # the loop a flush is scheduled on
+        # None where the histogram is not prometheus_client's (METRICS_ENABLED off).
+        self.latency_counts = [0] * len(_delivery_bounds) if _delivery_bounds else None
+        self.latency_sum = 0.0
+        self.flushed = False
+
+    def flush(self) -> None:
+        global _tally
+        if _tally is self:
+            _tally = None
+        if self.flushed:  # already, when another loop took over (see _tally_on_loop)
+            return
+        self.flushed = True
+        for key, count in self.frames.items():
+            _count_frames_out(key, count, 0, 0)
+        _count_frames_out(None, 0, self.bytes, self.wire_bytes)
+        if self.latency_counts is not None and any(self.latency_counts):
+            for bucket, count in zip(DELIVERY_LATENCY._buckets, self.latency_counts, strict=True):
+                if count:
+                    bucket.inc(count)
+            DELIVERY_LATENCY._sum.inc(self.latency_sum)
 
 
-_tally = _FramesOutTally()
+_tally: _LoopTally | None = None
+_delivery_bounds = (
+    list(getattr(DELIVERY_LATENCY, "_upper_bounds", ())) if isinstance(DELIVERY_LATENCY, Histogram) else []
+)
 
 
-def _flush_frames_out() -> None:
-    frames, _tally.frames = _tally.frames, {}
-    for key, count in frames.items():
-        _count_frames_out(key, count, 0, 0)
-    _count_frames_out(None, 0, _tally.bytes, _tally.wire_bytes)
-    _tally.bytes = _tally.wire_bytes = 0
-    _tally.flush_on = None
+def _tally_on_loop() -> _LoopTally | None:
+    """This turn's tally of the running loop (None off a loop); the first use
+    in a turn schedules its flush."""
+    global _tally
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    tally = _tally
+    if tally is None or tally.loop is not loop:
+        if tally is not None:
+            tally.flush()  # another loop's, whose turn never came (a test's closed loop)
+        tally = _tally = _LoopTally(loop)
+        loop.call_soon(tally.flush)
+    return tally
 
 
 def _count_frames_out(key: str | None, count: int, size: int, wire_bytes: int) -> None:

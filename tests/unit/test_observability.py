@@ -5,6 +5,7 @@ import json
 import logging
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from observability import logs, metrics
 from observability.exporter import parse_bind
@@ -84,6 +85,33 @@ def test_frames_out_on_a_loop_reach_the_counters_together_at_its_next_turn():
     assert created._value.get() == before + 1000
     assert metrics.BYTES_OUT._value.get() == bytes_before + 1000 * len(text)
     assert metrics.BYTES_OUT_WIRE._value.get() == wire_before + 1000 * 50
+
+
+def histogram_samples(histogram) -> dict:
+    return {
+        (sample.name.rsplit("_", 1)[-1], sample.labels.get("le")): sample.value
+        for metric in histogram.collect()
+        for sample in metric.samples
+    }
+
+
+def test_live_delivery_latencies_on_a_loop_land_in_the_buckets_observe_would_pick(monkeypatch):
+    monkeypatch.setattr(metrics, "since", lambda seconds: seconds)  # committed_at stands for the latency
+    latencies = [0.001, 0.007, 0.007, 0.09, 0.3, 40.0]
+    reference = Histogram("reference_latency", "", buckets=metrics.LATENCY_BUCKETS, registry=CollectorRegistry())
+    for seconds in latencies:
+        reference.observe(seconds)
+    before = histogram_samples(metrics.DELIVERY_LATENCY)
+
+    async def deliver():
+        for seconds in latencies:
+            metrics.delivered_live(seconds)
+        assert histogram_samples(metrics.DELIVERY_LATENCY) == before, "tallied until the loop's next turn"
+        await asyncio.sleep(0)
+
+    asyncio.run(deliver())
+    after = histogram_samples(metrics.DELIVERY_LATENCY)
+    assert {key: after[key] - before[key] for key in after} == pytest.approx(histogram_samples(reference))
 
 
 def test_frame_labels_come_from_the_frame_text():
