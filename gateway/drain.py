@@ -1,6 +1,6 @@
 """Draining on SIGTERM: turn unready (/readyz 503), stop taking requests, let
-those in flight finish, then close every connection with "going away", and
-only then let the server exit."""
+those in flight finish, then close every connection with "going away", let
+the HTTP requests in flight finish too, and only then let the server exit."""
 
 import asyncio
 import logging
@@ -11,6 +11,7 @@ import time
 
 from django.conf import settings
 
+from core import http_requests
 from observability import metrics
 
 from . import close_codes
@@ -37,6 +38,9 @@ async def drain(hub) -> None:
     )
     # Give clients a moment to answer the close handshake before the server stops.
     await _until(lambda: not hub.connections, 1.0)
+    # A REST request still running when the loop stops would hold the process
+    # up until it is killed (core/http_requests.py).
+    await _until(lambda: not http_requests.in_progress(), settings.WS_SHUTDOWN_GRACE_SECONDS)
 
 
 def install_signal_handlers(hub) -> None:

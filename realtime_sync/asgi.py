@@ -17,6 +17,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from core.gc_tuning import tune_for_server  # noqa: E402
+from core.http_requests import CountedHTTP  # noqa: E402
 from gateway.health import readyz  # noqa: E402
 from gateway.session import SessionWhenCookie  # noqa: E402
 from observability import reporter  # noqa: E402
@@ -26,7 +27,9 @@ from .routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": Endpoints(django_asgi_app, {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_endpoint}),
+        "http": Endpoints(
+            CountedHTTP(django_asgi_app), {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_endpoint}
+        ),
         # The Origin check happens in the gateway, where it can answer with a close code.
         # The session's user is looked up there too, and only for a handshake
         # without a token (Channels' AuthMiddleware would look it up for every

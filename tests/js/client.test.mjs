@@ -338,7 +338,8 @@ describe("reconnecting", { timeout: 60000 }, () => {
     const closes = [];
     alice.on("disconnect", ({ code }) => closes.push(code));
     const oldPort = server.port;
-    await server.terminate();
+    const { killed } = await server.terminate();
+    assert.equal(killed, false, "the server exits on SIGTERM, REST requests in flight or not");
     assert.ok(closes.includes(CloseCode.GOING_AWAY), `closes: ${closes}`);
     proxy.refuse = true; // no server until the new one is up
     await server.start();

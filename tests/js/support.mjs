@@ -158,14 +158,19 @@ export class Server {
 
   /**
    * SIGTERM: the server closes every connection with 4503 and exits. A process
-   * still there after `graceMs` (a test's half-closed socket can hold it) is killed.
+   * still there after `graceMs` is killed; `{killed: true}` says so.
    */
   async terminate(graceMs = 8000) {
     const exited = new Promise((resolve) => this.child.once("exit", resolve));
     this.child.kill("SIGTERM");
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), graceMs);
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      this.child.kill("SIGKILL");
+    }, graceMs);
     await exited;
     clearTimeout(timer);
+    return { killed };
   }
 
   /** A new process on the same database (and a new port). */
