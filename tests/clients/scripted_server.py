@@ -58,6 +58,18 @@ class Peer:
     async def ok(self, request: dict, result: dict) -> None:
         await self.send({"type": "ok", "ref": request["ref"], "result": result})
 
+    async def rate_limited(self, request: dict, retry_after: float) -> None:
+        """Refuse `request` for the moment, with a retry hint."""
+        await self.send(
+            {
+                "type": "error",
+                "ref": request["ref"],
+                "code": "rate_limited",
+                "message": "",
+                "details": {"retry_after": retry_after},
+            }
+        )
+
     async def handshake(self, sync_result: dict | None = None, before_ok: list[dict] = (), **hello) -> dict:
         """hello, then answer the client's sync (after the frames in `before_ok`)."""
         await self.send({**HELLO, **hello})

@@ -144,15 +144,7 @@ async def test_a_rate_limited_request_is_sent_again_after_the_hint():
     async def script(peer):
         await peer.handshake()
         first = await peer.expect("send")
-        await peer.send(
-            {
-                "type": "error",
-                "ref": first["ref"],
-                "code": "rate_limited",
-                "message": "",
-                "details": {"retry_after": 0.05},
-            }
-        )
+        await peer.rate_limited(first, retry_after=0.05)
         await peer.serve_forever()
 
     async with ScriptedServer(script) as server, Client(server.url, token="t") as client:
@@ -169,15 +161,7 @@ async def test_a_send_refused_for_the_moment_is_not_overtaken_by_a_later_one_of_
     async def script(peer):
         await peer.handshake()
         first = await peer.expect("send")
-        await peer.send(
-            {
-                "type": "error",
-                "ref": first["ref"],
-                "code": "rate_limited",
-                "message": "",
-                "details": {"retry_after": 0.2},
-            }
-        )
+        await peer.rate_limited(first, retry_after=0.2)
         other = await peer.expect("send")
         assert other["conversation_id"] == 2, other
         await peer.ok(other, sent(other))
