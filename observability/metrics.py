@@ -252,7 +252,8 @@ def frame_out(text: str, wire_bytes: int = 0) -> None:
     size = len(text) if text.isascii() else len(text.encode())
     tally = _tally_on_loop()
     if tally is None:
-        _count_frames_out(key, 1, size, wire_bytes)
+        _count_frames_out(key, 1)
+        _count_bytes_out(size, wire_bytes)
         return
     tally.frames[key] = tally.frames.get(key, 0) + 1
     tally.bytes += size
@@ -298,8 +299,8 @@ class _LoopTally:
             return
         self.flushed = True
         for key, count in self.frames.items():
-            _count_frames_out(key, count, 0, 0)
-        _count_frames_out(None, 0, self.bytes, self.wire_bytes)
+            _count_frames_out(key, count)
+        _count_bytes_out(self.bytes, self.wire_bytes)
         if self.latency_counts is not None and any(self.latency_counts):
             for bucket, count in zip(DELIVERY_LATENCY._buckets, self.latency_counts, strict=True):
                 if count:
@@ -330,12 +331,14 @@ def _tally_on_loop() -> _LoopTally | None:
     return tally
 
 
-def _count_frames_out(key: str | None, count: int, size: int, wire_bytes: int) -> None:
-    if count:
-        child = _frames_out.get(key)
-        if child is None:
-            child = _frame_out_child(key)
-        child.inc(count)
+def _count_frames_out(key: str, count: int) -> None:
+    child = _frames_out.get(key)
+    if child is None:
+        child = _frame_out_child(key)
+    child.inc(count)
+
+
+def _count_bytes_out(size: int, wire_bytes: int) -> None:
     if size:
         BYTES_OUT.inc(size)
     if wire_bytes:
