@@ -10,8 +10,11 @@ $BENCH_DIAG_OUT, percentiles of:
   handler_ms        the gateway's `send` request, start to `ok` result (event loop side)
   queue_ms          from the handler calling the DB thread pool to send_message starting
                     in a worker thread (waiting for a free thread)
-  lock_wait_ms      UPDATE ... RETURNING on the conversation row (waiting for other sends)
-  lock_held_ms      row lock taken -> commit done (the serialized section)
+  lock_wait_ms      UPDATE ... RETURNING on the conversation row (waiting for other sends);
+                    the ORM send only (not PostgreSQL's)
+  lock_held_ms      row lock taken -> commit done (the serialized section); the ORM send only
+  statement_ms      PostgreSQL's send, one statement: waiting for the lock, the writes and
+                    the commit
   publish_ms        after commit: the change's turn in its conversation's publish line
                     and its group_send on the event loop, while the worker thread waits
   send_message_ms   the whole service call in the worker thread
@@ -55,6 +58,7 @@ django.setup()
 
 import conversations.services as conversation_services  # noqa: E402
 import conversations.services.messages as message_services  # noqa: E402
+import conversations.services.send_statement as send_statement  # noqa: E402
 import core.publish as publish  # noqa: E402
 from gateway import requests as gateway_requests  # noqa: E402
 from gateway import stream as gateway_stream  # noqa: E402
@@ -67,6 +71,7 @@ samples: dict[str, list] = {
         "queue_ms",
         "lock_wait_ms",
         "lock_held_ms",
+        "statement_ms",
         "publish_ms",
         "send_message_ms",
         "layer_ms",
@@ -153,6 +158,21 @@ def timed_lock(conversation_id):
 
 
 message_services.lock_and_take_next_seq = timed_lock
+
+# On PostgreSQL the send is one statement (conversations/services/send_statement.py):
+# the lock's wait, its holding and the commit are all inside it.
+_original_statement = send_statement._call
+
+
+def timed_statement(arguments):
+    started = time.perf_counter()
+    try:
+        return _original_statement(arguments)
+    finally:
+        record("statement_ms", time.perf_counter() - started)
+
+
+send_statement._call = timed_statement
 
 # A change's commit fills its place in the conversation's publish line
 # (core/publish_order.py); its publish is done when the place's future is.

@@ -20,7 +20,9 @@ change before it, and those that pile up meanwhile go in one layer message.
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -72,6 +74,29 @@ def publish_on_commit(event: Event, groups: list[str]) -> None:
     transaction.on_commit(OnCommitHook(conversation_lines, place, lambda: (event.at_commit(time.time()), groups)))
 
 
+@contextmanager
+def publish_in_line_after(conversation_id: int) -> Iterator[Callable[[Event, list[str]], None]]:
+    """For a write whose seq is taken by a statement that also commits it (the
+    send on PostgreSQL): hold a place in the conversation's line from before
+    that statement (see publish_order.py), and yield `publish(event, groups)`,
+    to call once the statement has succeeded. It publishes at commit: at once
+    outside a transaction, else when the caller's transaction commits. Not
+    called, the place is given up when the block ends."""
+    place = conversation_lines.take_place(conversation_id, before_lock=True)
+    called = False
+
+    def publish(event: Event, groups: list[str]) -> None:
+        nonlocal called
+        called = True
+        transaction.on_commit(OnCommitHook(conversation_lines, place, lambda: (event.at_commit(time.time()), groups)))
+
+    try:
+        yield publish
+    finally:
+        if not called:
+            conversation_lines.give_up(place)
+
+
 def _hand_over(item: tuple[Event, list[str]], done: Future) -> None:
     """Start publishing the next change of a conversation (called in seq order,
     under the lines' lock). On a server's loop its publish waits there for
@@ -90,7 +115,7 @@ def _hand_over(item: tuple[Event, list[str]], done: Future) -> None:
         done.set_result(None)
 
 
-conversation_lines = PublishLines(_hand_over, stale_after=PUBLISH_TIMEOUT_SECONDS)
+conversation_lines = PublishLines(_hand_over, stale_after=PUBLISH_TIMEOUT_SECONDS, order_of=lambda item: item[0].seq)
 
 # Per conversation, on the gateway's loop only: the changes waiting for the
 # publish in flight (the key exists while one is).

@@ -59,6 +59,8 @@ has no plain-SQL writers to follow).
 
 from django.db import migrations, models
 
+from ._sql import on_postgresql
+
 FORWARD_SQL = r"""
 CREATE FUNCTION realtime_json_timestamp(ts timestamptz) RETURNS text
 LANGUAGE sql STABLE AS $$
@@ -262,14 +264,6 @@ DROP FUNCTION IF EXISTS realtime_take_seq(bigint);
 DROP FUNCTION IF EXISTS realtime_message_payload(conversations_message);
 DROP FUNCTION IF EXISTS realtime_json_timestamp(timestamptz);
 """
-
-
-def on_postgresql(sql):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql, params=None)  # no placeholders: % is PL/pgSQL's
-
-    return run
 
 
 class Migration(migrations.Migration):

@@ -32,6 +32,7 @@ from ..changelog import (
 from ..models import Change, Message, MessageEdit
 from ..payloads import message_payload
 from ..validation import clean_body, clean_client_msg_id, is_id, is_integer
+from . import send_statement
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_
     if reply_to_id is not None and not is_id(reply_to_id):
         raise InvalidInput("reply_to must be a message id.", field="reply_to")
     try:
+        if send_statement.available():
+            message = send_statement.send(sender, conversation_id, client_msg_id, body, reply_to_id, device)
+            return SendResult(message=message, created=True)
         return _send(sender, conversation_id, client_msg_id, body, reply_to_id, device)
     except IntegrityError:
         # A retry: (sender, client_msg_id) is unique, so the first send's row
@@ -58,7 +62,8 @@ def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_
 
 @logged_by_caller()
 def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> SendResult:
-    """The send's transaction. Everything after the first statement runs under
+    """The send's transaction, through the ORM (on PostgreSQL, send_statement.py
+    does the same in one statement). Everything after the first statement runs under
     the conversation's row lock, and every send to the conversation waits for
     it, so it is kept to a few statements: take the lock and the seq, check
     the membership (after the lock, so a removal that committed meanwhile is

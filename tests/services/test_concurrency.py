@@ -8,6 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from conversations.changelog import lock_conversation
 from conversations.models import Change, Membership, Message
@@ -44,6 +45,20 @@ def test_concurrent_senders_get_gapless_unique_seqs(make_user):
     )
     conversation.refresh_from_db()
     assert conversation.last_seq == total + 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_send_outside_a_transaction_is_one_statement(make_user):
+    """The conversation's row lock is held inside PostgreSQL only: the send's
+    lock, checks, seq, message, log entry and commit are one round trip."""
+    alice, bob = make_user(), make_user()
+    conversation, _ = create_conversation(creator=alice, kind="group", member_ids=[bob.pk])
+    with CaptureQueriesContext(connection) as queries:
+        result = send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="one", body="x")
+    assert len(queries) == 1, [q["sql"] for q in queries]
+    assert not connection.in_atomic_block
+    assert Change.objects.get(conversation=conversation, seq=2).message_id == result.message.pk
 
 
 @pytest.mark.postgres
@@ -108,9 +123,10 @@ async def test_a_rolled_back_write_publishes_nothing(make_user):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_send_waiting_on_a_removal_of_its_sender_is_refused(make_user):
-    """The send takes the conversation's lock and its seq in one statement; the
-    membership is checked in the next one, so a removal that committed while the
-    send waited for the lock is seen, and nothing is stored."""
+    """The send takes the conversation's lock first and checks the membership in
+    its next statement (a new snapshot; on PostgreSQL, inside the send's SQL
+    function), so a removal that committed while the send waited for the lock
+    is seen, and nothing is stored."""
     alice, bob = make_user(), make_user()
     conversation, _ = create_conversation(creator=alice, kind="group", member_ids=[bob.pk])
     locked, send_waits = threading.Event(), threading.Event()
@@ -144,7 +160,7 @@ def test_a_send_waiting_on_a_removal_of_its_sender_is_refused(make_user):
     with connection.cursor() as cursor:
         for _ in range(1000):
             cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE%%last_seq%%'"
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
             )
             if cursor.fetchone()[0]:
                 break

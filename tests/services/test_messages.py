@@ -1,9 +1,12 @@
 """Message services: idempotent sends, versioned edits, tombstone deletes."""
 
+import json
+
 import pytest
 from django.conf import settings
 
 from conversations.models import Change, Message, MessageEdit
+from conversations.payloads import message_payload
 from conversations.services import create_conversation, delete_message, edit_message, send_message
 from core.errors import (
     ClientMsgIdConflict,
@@ -13,6 +16,7 @@ from core.errors import (
     PermissionDenied,
     VersionConflict,
 )
+from core.events import dumps
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +44,23 @@ def test_send_takes_the_next_seq_and_logs_the_message(chat, make_device):
     assert change.message_id == message.pk
     assert change.payload["client_msg_id"] == "c1"
     assert change.payload["body"] == "hello"
+
+
+def test_the_send_returns_the_stored_message_and_logs_its_payload(chat, make_device):
+    """On PostgreSQL the send is one SQL function, elsewhere ORM calls: either
+    way the message returned is the row stored, and the log holds its payload."""
+    conversation, alice, bob, _ = chat
+    device, _ = make_device(alice)
+    first = send(conversation, bob, client_msg_id="first")
+    result = send(
+        conversation, alice, client_msg_id="reply", body="héllo ✓", device=device, reply_to_id=first.message.pk
+    )
+    stored = Message.objects.get(pk=result.message.pk)
+    assert message_payload(result.message) == message_payload(stored)
+    change = Change.objects.get(conversation=conversation, seq=stored.seq)
+    assert (change.kind, change.actor_id, change.message_id) == ("message.created", alice.pk, stored.pk)
+    assert change.payload == json.loads(dumps(message_payload(stored)))
+    assert change.payload["reply_to"] == first.message.pk
 
 
 def test_a_retry_returns_the_original_message(chat):

@@ -90,6 +90,62 @@ def test_a_place_ahead_is_waited_for_until_stale(lines, handed):
     assert handed == []
 
 
+# Places taken before the seq is known (the send's one statement on PostgreSQL).
+
+
+def test_a_place_taken_before_the_lock_is_handed_over_in_seq_order(lines, handed):
+    first, second = lines.take_place("c1", before_lock=True), lines.take_place("c1", before_lock=True)
+    lines.fill(first, 6)  # the first taken got the later seq
+    assert handed == []  # the other, still running, may get a lower one
+    lines.fill(second, 5)
+    assert handed == [5, 6]
+    assert lines.pending() == 0
+
+
+def test_a_place_taken_before_the_lock_waits_for_every_place_taken_before_its_fill(lines, handed):
+    mine = lines.take_place("c1", before_lock=True)
+    later = lines.take_place("c1", before_lock=True)  # running while mine finishes: may get a lower seq
+    lines.fill(mine, 8)
+    assert handed == []
+    lines.fill(later, 7)
+    assert handed == [7, 8]
+
+
+def test_a_place_taken_before_the_lock_does_not_wait_for_places_taken_after_its_fill(lines, handed):
+    mine = lines.take_place("c1", before_lock=True)
+    lines.fill(mine, 8)
+    assert handed == [8]
+    after = lines.take_place("c1", before_lock=True)  # its statement starts after mine committed
+    lines.fill(after, 9)
+    assert handed == [8, 9]
+
+
+def test_a_change_logged_under_the_lock_and_a_send_around_it_go_in_seq_order(lines, handed):
+    send = lines.take_place("c1", before_lock=True)  # its statement waits for the lock
+    edit = lines.take_place("c1")  # taken under the lock: seq 4
+    lines.fill(edit, 4)
+    assert handed == []  # the send taken before may have a lower seq
+    lines.fill(send, 5)
+    assert handed == [4, 5]
+
+
+def test_a_given_up_place_taken_before_the_lock_lets_the_line_move_on(lines, handed):
+    refused, sent = lines.take_place("c1", before_lock=True), lines.take_place("c1", before_lock=True)
+    lines.fill(sent, 3)
+    lines.give_up(refused)  # not a member: the statement took no seq
+    assert handed == [3]
+    assert lines.pending() == 0
+
+
+def test_a_fill_of_a_place_skipped_as_stale_hands_nothing_over(handed):
+    lines = PublishLines(lambda item, done: (handed.append(item), done.set_result(None)), stale_after=0)
+    stuck = lines.take_place("c1")
+    lines.fill(lines.take_place("c1"), 2)
+    lines.fill(stuck, 1)  # too late: the line moved on, and the log has it
+    assert handed == [2]
+    assert lines.pending() == 0
+
+
 def change(seq: int) -> Event:
     return Event(kind="message.created", payload={"seq": seq}, conversation_id=7, seq=seq)
 
