@@ -9,6 +9,8 @@
     coalesce.py       folding bursts of state updates into one broadcast per key
     server_loop.py    the gateway's event loop, for code on other threads
     db.py             running ORM work from async code on the DB thread pool
+    db_pool.py        the check of a pooled PostgreSQL connection on checkout
+    postgresql/       Django's PostgreSQL backend with that check (ENGINE "core.postgresql")
     admin_mixins.py   pieces the apps' admins share
 
 Layers point one way: realtime_sync -> gateway -> domain apps -> core.

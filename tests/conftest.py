@@ -25,7 +25,7 @@ _usernames = itertools.count(1)
 
 
 def _uses_postgres() -> bool:
-    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    return settings.DATABASES["default"]["ENGINE"] in ("django.db.backends.postgresql", "core.postgresql")
 
 
 def _uses_redis() -> bool:
