@@ -32,6 +32,9 @@ def check_connection(connection) -> None:
 
 def _has_input(connection) -> bool:
     """Whether an idle connection's socket has anything to read (a notice, an
-    error, the end of the stream): nothing should come unasked."""
-    readable, _, _ = select.select([connection.fileno()], [], [], 0)
-    return bool(readable)
+    error, the end of the stream): nothing should come unasked. poll, not
+    select: a server process has thousands of sockets, and select refuses a
+    descriptor past 1023."""
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))

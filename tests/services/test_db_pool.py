@@ -1,6 +1,8 @@
 """The pool's check on checkout (core/db_pool.py): no round trip for a
 healthy connection, the full check for one whose server has gone."""
 
+import os
+import resource
 import select
 
 import psycopg
@@ -29,6 +31,33 @@ def test_a_healthy_idle_connection_passes_without_a_round_trip(pg_connection, mo
     pg_connection.execute("SELECT 1")
     monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(full_check_forbidden))
     db_pool.check_connection(pg_connection)  # does not raise
+
+
+class HighNumbered:
+    """A connection whose socket has a descriptor past select()'s 1023, as in
+    a server holding thousands of WebSockets."""
+
+    closed = False
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def fileno(self):
+        return self.fd
+
+
+def test_a_connection_with_a_high_descriptor_is_checked_without_a_round_trip(pg_connection, monkeypatch):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 2048:
+        pytest.skip(f"needs more than 2048 file descriptors (the hard limit is {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    high = os.dup2(pg_connection.fileno(), 2000)
+    try:
+        monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(full_check_forbidden))
+        db_pool.check_connection(HighNumbered(high))  # does not raise
+    finally:
+        os.close(high)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.mark.django_db
