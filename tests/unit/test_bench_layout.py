@@ -1,9 +1,11 @@
-"""bench/: the many-conversations layout, and what compare.py passes to each side."""
+"""bench/: the many-conversations layout, what compare.py passes to each side, and
+the load generator's count of acknowledged messages lost."""
 
 import argparse
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -57,3 +59,22 @@ def test_scenario_one_is_everyone_in_one_conversation():
 def test_the_baseline_gets_no_option_of_the_product_alone():
     passed = ["--scenario", "many", "--db-name", "x", "--redis-db", "11", "--diagnose", "--commit=abc", "--rate", "5"]
     assert compare.for_baseline(passed) == ["--scenario", "many", "--redis-db", "11", "--rate", "5"]
+
+
+def device(index, conversation, seen=()):
+    return SimpleNamespace(spec=SimpleNamespace(index=index, conversation=conversation), seen=set(seen))
+
+
+def test_lost_acknowledged_counts_acknowledged_messages_missing_on_devices_kept_connected():
+    clients = [
+        device(0, 0, seen={(0, 1)}),  # the sender has its own message
+        device(1, 0, seen=set()),  # connected to the end, never got it: lost
+        device(2, 0, seen=set()),  # closed by the server: not a loss
+        device(3, 1, seen=set()),  # another conversation: not a recipient
+    ]
+    stats = loadgen.Stats(members=4)
+    stats.acked = {(0, 1)}
+    stats.unexpected_closes = [{"device": 2, "code": 4430, "reason": ""}]
+    assert loadgen.lost_acknowledged(clients, stats) == 1
+    clients[1].seen.add((0, 1))
+    assert loadgen.lost_acknowledged(clients, stats) == 0
