@@ -46,11 +46,21 @@ def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_
     body = clean_body(body)
     if reply_to_id is not None and not is_id(reply_to_id):
         raise InvalidInput("reply_to must be a message id.", field="reply_to")
+    # The row to store; each way of storing it sets its seq (and its id).
+    message = Message(
+        conversation_id=conversation_id,
+        sender=sender,
+        sender_device=device,
+        client_msg_id=client_msg_id,
+        body=body,
+        reply_to_id=reply_to_id,
+    )
     try:
         if send_statement.available():
-            message = send_statement.send(sender, conversation_id, client_msg_id, body, reply_to_id, device)
-            return SendResult(message=message, created=True)
-        return _send(sender, conversation_id, client_msg_id, body, reply_to_id, device)
+            send_statement.send(message)
+        else:
+            _send(message)
+        return SendResult(message=message, created=True)
     except IntegrityError:
         # A retry: (sender, client_msg_id) is unique, so the first send's row
         # refused this one and the whole transaction, seq included, rolled back.
@@ -61,7 +71,7 @@ def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_
 
 
 @logged_by_caller()
-def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> SendResult:
+def _send(message: Message) -> None:
     """The send's transaction, through the ORM (on PostgreSQL, send_statement.py
     does the same in one statement). Everything after the first statement runs under
     the conversation's row lock, and every send to the conversation waits for
@@ -69,23 +79,21 @@ def _send(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> 
     the membership (after the lock, so a removal that committed meanwhile is
     seen), insert the message (its unique client_msg_id is the idempotency
     check), insert the change."""
-    seq = lock_and_take_next_seq(conversation_id)
-    require_active_member(sender, conversation_id)
+    conversation_id = message.conversation_id
+    message.seq = lock_and_take_next_seq(conversation_id)
+    require_active_member(message.sender, conversation_id)
+    reply_to_id = message.reply_to_id
     if reply_to_id is not None and not Message.objects.filter(pk=reply_to_id, conversation_id=conversation_id).exists():
         raise InvalidInput("reply_to is not a message of this conversation.", field="reply_to")
-    message = Message.objects.create(
-        conversation_id=conversation_id,
-        sender=sender,
-        sender_device=device,
-        client_msg_id=client_msg_id,
-        body=body,
-        reply_to_id=reply_to_id,
-        seq=seq,
-    )
+    message.save(force_insert=True)
     record_change(
-        conversation_id, seq, Change.Kind.MESSAGE_CREATED, message_payload(message), actor=sender, message=message
+        conversation_id,
+        message.seq,
+        Change.Kind.MESSAGE_CREATED,
+        message_payload(message),
+        actor=message.sender,
+        message=message,
     )
-    return SendResult(message=message, created=True)
 
 
 def _retry_result(original: Message, conversation_id: int) -> SendResult:

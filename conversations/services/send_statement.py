@@ -15,7 +15,6 @@ import json
 from contextlib import nullcontext
 
 from django.db import connection, transaction
-from django.utils import timezone
 
 from core.errors import InvalidInput, NotFound
 from core.publish import publish_in_line_after
@@ -33,54 +32,45 @@ def available() -> bool:
     return connection.vendor == "postgresql"
 
 
-def send(sender, conversation_id, client_msg_id: str, body: str, reply_to_id, device) -> Message:
-    """Store and log the message, or raise as the ORM send does: NotFound for a
-    conversation that does not exist or of which the sender is not an active
-    member, InvalidInput for a reply_to outside it, IntegrityError for a
-    client_msg_id the sender used before."""
+def send(message: Message) -> None:
+    """Store and log the unsaved `message`, setting its id and seq, or raise as
+    the ORM send does: NotFound for a conversation that does not exist or of
+    which the sender is not an active member, InvalidInput for a reply_to
+    outside it, IntegrityError for a client_msg_id the sender used before."""
+    conversation_id = message.conversation_id
     if not is_id(conversation_id):
         raise NotFound("Conversation not found.")
-    created_at = timezone.now()
-    arguments = [conversation_id, sender.pk, getattr(device, "pk", None), client_msg_id, body, reply_to_id, created_at]
+    arguments = [
+        conversation_id,
+        message.sender_id,
+        message.sender_device_id,
+        message.client_msg_id,
+        message.body,
+        message.reply_to_id,
+        message.created_at,
+    ]
     with publish_in_line_after(conversation_id) as publish:
         outcome, message_id, seq, payload = _call(arguments)
         if outcome != "sent":
             if outcome == "bad_reply_to":
                 raise InvalidInput("reply_to is not a message of this conversation.", field="reply_to")
             raise NotFound("Conversation not found.")  # none, or the sender is not a member: the same answer
+        message.pk, message.seq = message_id, seq
+        message._state.adding = False  # stored, as after the ORM's save()
+        message._state.db = connection.alias
         change = Change(
             conversation_id=conversation_id,
             seq=seq,
             kind=Change.Kind.MESSAGE_CREATED,
             # Django has psycopg hand jsonb over as text (its JSONField decodes).
             payload=json.loads(payload) if isinstance(payload, str) else payload,
-            actor_id=sender.pk,
+            actor_id=message.sender_id,
             message_id=message_id,
         )
         publish(change_event(change), groups_of(change))
-    return _message(message_id, conversation_id, sender, device, client_msg_id, body, reply_to_id, seq, created_at)
 
 
 def _call(arguments: list) -> tuple:
     with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
         cursor.execute(_SEND_SQL, arguments)
         return cursor.fetchone()
-
-
-def _message(message_id, conversation_id, sender, device, client_msg_id, body, reply_to_id, seq, created_at) -> Message:
-    """The stored message, as the ORM would have returned it from create()."""
-    message = Message(
-        id=message_id,
-        conversation_id=conversation_id,
-        sender=sender,
-        sender_device=device,
-        client_msg_id=client_msg_id,
-        body=body,
-        reply_to_id=reply_to_id,
-        seq=seq,
-        version=1,
-        created_at=created_at,
-    )
-    message._state.adding = False
-    message._state.db = connection.alias
-    return message
