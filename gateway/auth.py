@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 
 from core.db import on_db_pool
@@ -92,13 +93,12 @@ async def identify(scope) -> Device:
 def still_active_then_online(device, connection_id: str) -> tuple[bool, bool]:
     """Run once the device's groups are joined: is the device still active (a
     revoke that committed before the join has no event here), and if it is,
-    mark it online, in the same trip to the database pool. (active, whether
-    the user's presence changed). A failure to mark it online is logged, not
-    raised: presence is state that the next refresh sets right."""
-    if not is_active_device(device.pk):
-        return False, False
+    mark it online, in one statement on PostgreSQL. (active, whether the
+    user's presence changed). A failure to mark it online is logged, and
+    only the check is made again: presence is state that the next refresh
+    sets right."""
     try:
-        return True, presence_services.device_online(device=device, connection_id=connection_id)
-    except Exception as error:
+        return presence_services.online_if_active(device=device, connection_id=connection_id)
+    except DatabaseError as error:
         logger.warning("marking device %s online failed (%s: %s)", device.pk, type(error).__name__, error)
-        return True, False
+        return is_active_device(device.pk), False

@@ -16,7 +16,9 @@ from django.utils import timezone
 
 from core.errors import InvalidInput
 from devices.models import Device
+from devices.selectors import is_active_device
 
+from . import statements
 from .models import RANK, DevicePresence, Status, UserPresence
 
 SETTABLE = (Status.ONLINE, Status.AWAY, Status.BUSY)
@@ -28,7 +30,6 @@ def clean_status(status) -> str:
     return status
 
 
-@transaction.atomic
 def device_online(*, device, connection_id: str, status: str = Status.ONLINE) -> bool:
     """The device's connection is up (or its device set a status); this connection
     now owns it, unless a newer connection of the device already does.
@@ -42,9 +43,30 @@ def device_online(*, device, connection_id: str, status: str = Status.ONLINE) ->
     Every connection runs this in its handshake, so it is a few plain
     statements (in a reconnect storm the ORM's get_or_create, locks and saves
     were a fifth of a server's time): one upsert that only a newer or the same
-    connection wins, then the user's aggregate (`_recompute`)."""
+    connection wins, then the user's aggregate (`_recompute`); on PostgreSQL
+    one statement (`presence.statements`)."""
     status = clean_status(status)
     now = timezone.now()
+    if statements.available():
+        return statements.device_online(device, connection_id, status, now, check_active=False)[1]
+    return _device_online(device, connection_id, status, now)
+
+
+def online_if_active(*, device, connection_id: str) -> tuple[bool, bool]:
+    """A handshake's presence, once the device's groups are joined: whether the
+    device is still active (a revoke that committed before the join has no
+    event to deliver), and if it is, mark it online. (active, whether the
+    user's presence changed); one statement on PostgreSQL."""
+    now = timezone.now()
+    if statements.available():
+        return statements.device_online(device, connection_id, Status.ONLINE, now, check_active=True)
+    if not is_active_device(device.pk):
+        return False, False
+    return True, _device_online(device, connection_id, Status.ONLINE, now)
+
+
+@transaction.atomic
+def _device_online(device, connection_id: str, status: str, now) -> bool:
     with transaction.get_connection().cursor() as cursor:
         cursor.execute(_CLAIM_DEVICE_SQL, [device.pk, status, connection_id, now, now])
         if cursor.fetchone() is None:
@@ -71,10 +93,17 @@ def new_connection_id() -> str:
     return f"{time.time_ns():016x}{uuid.uuid4().hex[:16]}"
 
 
-@transaction.atomic
 def device_offline(*, device, connection_id: str) -> bool:
-    """The connection closed; a newer connection of the same device keeps it online."""
+    """The connection closed; a newer connection of the same device keeps it
+    online. One statement on PostgreSQL."""
     now = timezone.now()
+    if statements.available():
+        return statements.device_offline(device, connection_id, now)
+    return _device_offline(device, connection_id, now)
+
+
+@transaction.atomic
+def _device_offline(device, connection_id: str, now) -> bool:
     closed = DevicePresence.objects.filter(device_id=device.pk, connection_id=connection_id).update(
         status=Status.OFFLINE, updated_at=now, last_heartbeat_at=now
     )

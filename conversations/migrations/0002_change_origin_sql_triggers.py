@@ -59,7 +59,7 @@ has no plain-SQL writers to follow).
 
 from django.db import migrations, models
 
-from ._sql import on_postgresql
+from core.migration_sql import on_postgresql
 
 FORWARD_SQL = r"""
 CREATE FUNCTION realtime_json_timestamp(ts timestamptz) RETURNS text

@@ -32,7 +32,7 @@ PostgreSQL only, like migration 0002.
 
 from django.db import migrations
 
-from ._sql import on_postgresql
+from core.migration_sql import on_postgresql
 
 FORWARD_SQL = r"""
 CREATE FUNCTION realtime_send_message(

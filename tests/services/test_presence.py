@@ -3,14 +3,25 @@
 from datetime import timedelta
 
 import pytest
+from django.db import DatabaseError, connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from conversations.services import create_conversation
 from core.errors import InvalidInput
 from devices.services import revoke_device
+from gateway.auth import still_active_then_online
+from presence import services as presence_services
 from presence.models import DevicePresence, UserPresence
 from presence.selectors import contacts_of, presences_for
-from presence.services import device_offline, device_online, expire_stale, new_connection_id, refresh
+from presence.services import (
+    device_offline,
+    device_online,
+    expire_stale,
+    new_connection_id,
+    online_if_active,
+    refresh,
+)
 from tests.threads import run_in_threads
 
 pytestmark = pytest.mark.django_db
@@ -130,3 +141,53 @@ def flipper(devices, ids, round_):
             device_offline(device=device, connection_id=ids[device.pk])
 
     return flip
+
+
+def test_a_handshake_marks_an_active_device_online(make_user, make_device):
+    user = make_user()
+    device, _ = make_device(user)
+    assert online_if_active(device=device, connection_id=new_connection_id()) == (True, True)
+    assert status_of(user) == "online"
+    assert online_if_active(device=device, connection_id=new_connection_id()) == (True, False)  # already online
+
+
+@pytest.mark.parametrize("how", ["revoked", "user deactivated"])
+def test_a_handshake_of_a_device_no_longer_active_changes_nothing(make_user, make_device, how):
+    user = make_user()
+    device, _ = make_device(user)
+    if how == "revoked":
+        revoke_device(device=device)
+    else:
+        type(user).objects.filter(pk=user.pk).update(is_active=False)
+    assert online_if_active(device=device, connection_id=new_connection_id()) == (False, False)
+    assert not DevicePresence.objects.filter(device=device).exists()
+    assert not UserPresence.objects.filter(user=user, status="online").exists()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_handshake_and_a_close_are_one_statement_each(make_user, make_device):
+    device, _ = make_device(make_user())
+    connection_id = new_connection_id()
+    with CaptureQueriesContext(connection) as online:
+        assert online_if_active(device=device, connection_id=connection_id) == (True, True)
+    with CaptureQueriesContext(connection) as offline:
+        assert device_offline(device=device, connection_id=connection_id) is True
+    assert (len(online), len(offline)) == (1, 1)
+
+
+def test_a_handshake_whose_presence_write_fails_still_learns_whether_the_device_is_active(
+    make_user, make_device, monkeypatch, caplog
+):
+    """Presence is state the next refresh sets right; whether a revoked device
+    may stay connected is not, so the check is made on its own."""
+    active, revoked = make_device(make_user())[0], make_device(make_user())[0]
+    revoke_device(device=revoked)
+
+    def fails(**_):
+        raise DatabaseError("deadlock detected")
+
+    monkeypatch.setattr(presence_services, "online_if_active", fails)
+    handshake = still_active_then_online.func  # the function under its database-pool wrapper
+    assert handshake(active, new_connection_id()) == (True, False)
+    assert handshake(revoked, new_connection_id()) == (False, False)
+    assert "marking device" in caplog.text and "deadlock detected" in caplog.text
