@@ -7,8 +7,9 @@ groups, a flood of publishes) turns into errors. Here each process's pool is
 caller that finds them all busy waits up to `pool_timeout` seconds for one.
 The same holds for Redis reached through Sentinel.
 
-Joining a group is one round trip (channels-redis makes two); publishing to
-many groups, two for all (`group_send_many`); receiving what waits for the
+Joining or leaving many groups is one round trip for all (channels-redis
+makes two per join, one per leave); publishing to many groups, two for all
+(`group_send_many`); receiving what waits for the
 gateway's hub, one (`receive_many`).
 
 It also keeps a Redis outage out of the log's tracebacks: after each receive,
@@ -53,15 +54,40 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
 
     async def group_add(self, group, channel):
         """channels-redis's group_add (ZADD, then EXPIRE on the group's key) in
-        one round trip instead of two: every connection joins groups of its
-        own, so a connect storm makes thousands of these."""
-        assert self.require_valid_group_name(group), "Group name not valid"
+        one round trip instead of two."""
+        await self.group_add_many([group], channel)
+
+    async def group_add_many(self, groups, channel) -> None:
+        """`group_add` of the channel to each group, in one round trip per
+        Redis shard: every connection joins groups of its own, so a connect
+        storm asks for thousands of joins at once (gateway.layer_groups
+        gathers them)."""
         assert self.require_valid_channel_name(channel), "Channel name not valid"
-        group_key = self._group_key(group)
-        async with self.connection(self.consistent_hash(group)).pipeline(transaction=False) as pipe:
-            pipe.zadd(group_key, {channel: time.time()})
-            pipe.expire(group_key, self.group_expiry)
-            await pipe.execute()
+        now = time.time()
+        for index, shard_groups in self._by_shard(groups).items():
+            async with self.connection(index).pipeline(transaction=False) as pipe:
+                for group in shard_groups:
+                    group_key = self._group_key(group)
+                    pipe.zadd(group_key, {channel: now})
+                    pipe.expire(group_key, self.group_expiry)
+                await pipe.execute()
+
+    async def group_discard_many(self, groups, channel) -> None:
+        """`group_discard` of the channel from each group, in one round trip per Redis shard."""
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        for index, shard_groups in self._by_shard(groups).items():
+            async with self.connection(index).pipeline(transaction=False) as pipe:
+                for group in shard_groups:
+                    pipe.zrem(self._group_key(group), channel)
+                await pipe.execute()
+
+    def _by_shard(self, groups) -> dict[int, list[str]]:
+        """The distinct groups, in order, by the index of the Redis shard that holds them."""
+        by_shard: dict[int, list[str]] = {}
+        for group in dict.fromkeys(groups):
+            assert self.require_valid_group_name(group), "Group name not valid"
+            by_shard.setdefault(self.consistent_hash(group), []).append(group)
+        return by_shard
 
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
         """`group_send` of each (group, message), in order, in two round trips
@@ -109,12 +135,8 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
 
     async def _members_of(self, groups: list[str], now: float) -> dict[str, list[str]]:
         """Each group's channels (expired ones removed first, as group_send does)."""
-        by_shard: dict[int, list[str]] = {}
-        for group in dict.fromkeys(groups):
-            assert self.require_valid_group_name(group), "Group name not valid"
-            by_shard.setdefault(self.consistent_hash(group), []).append(group)
         members: dict[str, list[str]] = {}
-        for index, shard_groups in by_shard.items():
+        for index, shard_groups in self._by_shard(groups).items():
             async with self.connection(index).pipeline(transaction=False) as pipe:
                 for group in shard_groups:
                     key = self._group_key(group)

@@ -25,6 +25,7 @@ from observability import metrics
 
 from . import close_codes, drain, upkeep
 from .admission import Admission
+from .layer_groups import LayerGroups
 from .limits import UserBuckets
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,7 @@ class Hub:
         self.admission = Admission()
         self.user_buckets = UserBuckets()  # per-user request limits and connection counts
         self._groups: dict[str, set] = {}  # group -> local connections following it
-        self._joined: set[str] = set()  # groups the hub's channel is in
-        self._group_lock = asyncio.Lock()
+        self._layer_groups: LayerGroups | None = None  # the groups the hub's channel is in
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._recovery: asyncio.Task | None = None
@@ -68,6 +68,9 @@ class Hub:
         # The default prefix matters: channels-redis reads all of a process's channels
         # through one shared key, "specific.<process>!".
         self.channel = await self.layer.new_channel()
+        self._layer_groups = LayerGroups(
+            self.layer, self.channel, is_wanted=self._groups.__contains__, on_failure=self.layer_failed
+        )
         server_loop.register(asyncio.get_running_loop())
         self._receiver = self.spawn(self._receive_loop())
         metrics.LAYER_UP.set(1)
@@ -107,15 +110,8 @@ class Hub:
         group later, and the streams then re-read the log)."""
         self._groups.setdefault(group, set()).add(connection)
         connection.groups.add(group)
-        if group in self._joined or self.layer_down:
-            return
-        try:
-            async with self._group_lock:
-                if group not in self._joined and group in self._groups:
-                    await self.layer.group_add(group, self.channel)
-                    self._joined.add(group)
-        except Exception as error:
-            self.layer_failed(f"joining {group}", error)
+        if not self.layer_down:
+            await self._layer_groups.join(group)
 
     def unsubscribe(self, group: str, connection) -> None:
         connection.groups.discard(group)
@@ -125,24 +121,12 @@ class Hub:
         followers.discard(connection)
         if not followers:
             del self._groups[group]
-            self.spawn(self._leave(group))
-
-    async def _leave(self, group: str) -> None:
-        async with self._group_lock:
-            if group in self._joined and not self._groups.get(group):
-                self._joined.discard(group)
-                try:
-                    await self.layer.group_discard(group, self.channel)
-                except Exception as error:  # the membership expires in Redis by itself
-                    self.layer_failed(f"leaving {group}", error)
+            self._layer_groups.leave(group)
 
     async def rejoin_all(self) -> None:
         """Join every group a local connection follows, again (channels-redis
         expires group membership, and a restarted Redis has forgotten it)."""
-        async with self._group_lock:
-            for group in list(self._groups):
-                await self.layer.group_add(group, self.channel)
-                self._joined.add(group)
+        await self._layer_groups.rejoin_all(list(self._groups))
 
     # Receiving
 
@@ -204,5 +188,5 @@ class Hub:
         self.layer_down = False
         metrics.LAYER_RECOVERIES.inc()
         metrics.LAYER_UP.set(1)
-        logger.warning("channel layer is back; %d groups joined, streams refilling", len(self._joined))
+        logger.warning("channel layer is back; %d groups joined, streams refilling", len(self._layer_groups.joined))
         await upkeep.refill_after_outage(self)

@@ -98,3 +98,24 @@ async def test_receive_many_hands_over_everything_waiting_in_order():
     assert [m["n"] for m in await asyncio.wait_for(later, 5)] == [100]
     await bounded.group_discard("waiting", hub)
     await bounded.flush()
+
+
+async def test_group_add_many_and_group_discard_many_join_and_leave_every_group():
+    bounded = layer(pool_max_connections=2, pool_timeout=10)
+    channel = await bounded.new_channel()
+    groups = ["batch-a", "batch-b", "batch-c"]
+    await bounded.group_add_many(groups, channel)
+    redis = bounded.connection(0)
+    for group in groups:
+        key = bounded._group_key(group)
+        assert await redis.zscore(key, channel) is not None
+        assert 0 < await redis.ttl(key) <= bounded.group_expiry
+    await bounded.group_send("batch-b", {"type": "hello"})
+    assert (await asyncio.wait_for(bounded.receive(channel), 10))["type"] == "hello"
+    await bounded.group_discard_many(groups[:2], channel)
+    assert [await redis.zscore(bounded._group_key(group), channel) is not None for group in groups] == [
+        False,
+        False,
+        True,
+    ]
+    await bounded.flush()
