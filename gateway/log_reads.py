@@ -121,23 +121,64 @@ class SharedReads:
         self, ranges: dict[int, tuple[int, int]], needed_through: dict[int, int]
     ) -> dict[int, list[LoggedChange]]:
         """For each conversation id -> (after, up_to): its changes in that range,
-        ascending. A range read moments ago that reaches `needed_through[id]` is
-        reused; the rest is one query."""
+        ascending. A range read moments ago that reaches `needed_through[id]`
+        is reused, and so is one being read now (devices of a conversation
+        coming back together ask for the same range at the same moment); the
+        rest is one query."""
         found: dict[int, list[LoggedChange]] = {}
         missing: dict[int, tuple[int, int]] = {}
+        running: dict[int, asyncio.Future] = {}
         for conversation_id, (after, up_to) in ranges.items():
-            kept = self._fresh(("range", conversation_id, after, up_to))
+            key = ("range", conversation_id, after, up_to)
+            kept = self._fresh(key)
             needed = min(up_to, needed_through.get(conversation_id, up_to))
             if kept is not None and reaches(kept, after, up_to - after, needed):
                 found[conversation_id] = kept
+            elif key in self._running:
+                # Complete whenever it started: its range ends at a last seq
+                # its reader's plan saw committed, and the log is gapless.
+                running[conversation_id] = self._running[key]
             else:
                 missing[conversation_id] = (after, up_to)
         if missing:
-            read = await _read_ranges(missing)
-            for conversation_id, (after, up_to) in missing.items():
-                changes = read.get(conversation_id, [])
-                self._keep(("range", conversation_id, after, up_to), changes)
-                found[conversation_id] = changes
+            found.update(await self._lead_ranges(missing))
+        for conversation_id, future in running.items():
+            try:
+                found[conversation_id] = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not future.cancelled() or asyncio.current_task().cancelling():
+                    raise
+                # The sync that was reading it stopped: read it here.
+                found.update(await self._lead_ranges({conversation_id: ranges[conversation_id]}))
+        return found
+
+    async def _lead_ranges(self, ranges: dict[int, tuple[int, int]]) -> dict[int, list[LoggedChange]]:
+        """One query for these ranges, which other readers of the same ranges wait for."""
+        loop = asyncio.get_running_loop()
+        keys = {cid: ("range", cid, after, up_to) for cid, (after, up_to) in ranges.items()}
+        futures = {cid: loop.create_future() for cid, key in keys.items() if key not in self._running}
+        for cid, future in futures.items():
+            self._running[keys[cid]] = future
+        try:
+            read = await _read_ranges(ranges)
+        except asyncio.CancelledError:
+            for future in futures.values():
+                future.cancel()
+            raise
+        except Exception as error:
+            for future in futures.values():
+                future.set_exception(error)
+                future.exception()  # marked retrieved: the waiters, if any, raise it too
+            raise
+        finally:
+            for cid in futures:
+                del self._running[keys[cid]]
+        found = {}
+        for cid, key in keys.items():
+            found[cid] = changes = read.get(cid, [])
+            self._keep(key, changes)
+            if cid in futures:
+                futures[cid].set_result(changes)
         return found
 
     def _fresh(self, key) -> list[LoggedChange] | None:

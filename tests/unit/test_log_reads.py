@@ -32,6 +32,10 @@ class CountingLog:
 
     async def ranges(self, ranges):
         self.range_reads.append(dict(ranges))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("the database went away")
         ends = {
             cid: up_to if self.last_seq is None else min(up_to, self.last_seq) for cid, (_, up_to) in ranges.items()
         }
@@ -132,4 +136,52 @@ async def test_a_range_read_before_the_log_grew_is_read_again(log):
     log.last_seq = 1
     assert [c.seq for c in (await reads.ranges({1: (0, 200)}, {1: 1}))[1]] == [1]
     await reads.ranges({1: (0, 200)}, {1: 4})  # a later sync knows the log reaches 4
+    assert len(log.range_reads) == 2
+
+
+def seqs(found: dict) -> dict:
+    return {cid: [c.seq for c in changes] for cid, changes in found.items()}
+
+
+async def test_ranges_being_read_are_waited_for_not_read_again(log):
+    """Devices of a conversation coming back together ask for its range at the same moment."""
+    reads = SharedReads()
+    log.gate = asyncio.Event()
+    first = asyncio.create_task(reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6}))
+    await asyncio.sleep(0)
+    others = [asyncio.create_task(reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1})) for _ in range(2)]
+    await asyncio.sleep(0)
+    log.gate.set()
+    assert seqs(await first) == {1: [1, 2], 2: [6]}
+    assert [seqs(await other) for other in others] == [{1: [1, 2], 3: [1]}] * 2
+    # 3 was asked for by both others at once: the second waited for the first's read of it.
+    assert log.range_reads == [{1: (0, 2), 2: (5, 6)}, {3: (0, 1)}]
+
+
+async def test_when_the_sync_reading_a_range_stops_a_waiting_one_reads_it_itself(log):
+    reads = SharedReads()
+    log.gate = asyncio.Event()
+    leader = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}))
+    await asyncio.sleep(0)
+    leader.cancel()
+    await asyncio.sleep(0)
+    log.gate.set()
+    assert seqs(await follower) == {1: [1, 2]}
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert log.range_reads == [{1: (0, 2)}, {1: (0, 2)}]
+
+
+async def test_a_failed_range_read_fails_its_waiters_and_is_not_kept(log):
+    reads = SharedReads()
+    log.gate, log.fail = asyncio.Event(), True
+    waiting = [asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2})) for _ in range(3)]
+    await asyncio.sleep(0)
+    log.gate.set()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) for o in outcomes)
+    log.fail, log.gate = False, None
+    assert seqs(await reads.ranges({1: (0, 2)}, {1: 2})) == {1: [1, 2]}
     assert len(log.range_reads) == 2
