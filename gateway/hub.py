@@ -93,8 +93,10 @@ class Hub:
     async def attach(self, connection) -> None:
         self.connections.add(connection)
         metrics.CONNECTIONS_OPEN.inc()
-        await self.subscribe(user_group(connection.user_id), connection)
-        await self.subscribe(device_group(connection.device_id), connection)
+        await asyncio.gather(
+            self.subscribe(user_group(connection.user_id), connection),
+            self.subscribe(device_group(connection.device_id), connection),
+        )
 
     def detach(self, connection) -> None:
         if connection in self.connections:

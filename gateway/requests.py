@@ -134,13 +134,14 @@ async def sync(connection, frame):
 
 async def _sync(connection, cursors: dict[int, int]) -> dict:
     plan = await on_db_pool(plan_sync)(connection.user_id, cursors, settings.SYNC_MAX_CHANGES)
-    streams = []
     for resume in plan.resumes:
         if resume.reset:
             metrics.RESETS.labels(resume.reset).inc()
             await connection.send_text(frames.reset(resume.conversation_id, resume.last_seq, resume.reset))
-        stream = await connection.track(resume.conversation_id, resume.cursor, until=resume.until, start=False)
-        streams.append(stream)
+    # Subscribed together: the hub joins the groups it is not in yet in one batch.
+    streams = await asyncio.gather(
+        *(connection.track(r.conversation_id, r.cursor, until=r.until, start=False) for r in plan.resumes)
+    )
     for conversation_id in set(connection.streams) - {r.conversation_id for r in plan.resumes}:
         connection.untrack(conversation_id)
     # Every stream is subscribed: one read of the log per batch of conversations
