@@ -90,11 +90,12 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         return by_shard
 
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        """`group_send` of each (group, message), in order, in two round trips
-        per Redis shard for all of them: one pipeline reads every group's
-        members, one delivers every message. channels-redis's group_send makes
-        four round trips per group, and a presence flush or a burst of
-        publishes sends to hundreds of groups at once.
+        """`group_send` of each (group, message), in order: one script call
+        per Redis shard reads every group's members, one delivers every
+        message (in slices of a few hundred groups or deliveries, so no call
+        holds Redis long). channels-redis's group_send makes four round trips
+        per group, and a presence flush or a burst of publishes sends to
+        hundreds of groups at once.
 
         A channel pops its messages by score (equal scores would come out
         sorted by their bytes), so every message this process sends is scored
@@ -104,47 +105,44 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
             return
         now = time.time()
         members = await self._members_of([group for group, _ in messages], now)
-        pipes: dict[int, tuple[object, list[bool]]] = {}
-        cleaned: set = set()
+        deliveries: dict[int, _Deliveries] = {}
         for group, message in messages:
             by_shard, message_for, capacity_of = self._map_channel_keys_to_connection(members[group], message)
             score = self._next_score()
             for index, keys in by_shard.items():
-                if index not in pipes:
-                    pipes[index] = (self.connection(index).pipeline(transaction=False), [])
-                pipe, is_send = pipes[index]
+                shard = deliveries.setdefault(index, _Deliveries())
                 for key in keys:
-                    if key not in cleaned:  # messages past their expiry, as group_send drops them
-                        cleaned.add(key)
-                        pipe.zremrangebyscore(key, min=0, max=int(now) - int(self.expiry))
-                        is_send.append(False)
-                args = [message_for[key] for key in keys] + [capacity_of[key] for key in keys]
-                pipe.eval(_GROUP_SEND_LUA, len(keys), *keys, *args, score, self.expiry)
-                is_send.append(True)
-        for pipe, is_send in pipes.values():
-            results = await pipe.execute()
-            over_capacity = sum(result for result, send in zip(results, is_send, strict=True) if send)
-            if over_capacity:
-                logger.info(
-                    "%d channel(s) over capacity in a group send; the message was dropped for them", over_capacity
+                    shard.add(key, score, message_for[key], capacity_of[key])
+        # Messages past their expiry go first, as group_send drops them.
+        expired_before = int(now) - int(self.expiry)
+        over_capacity = 0
+        for index, shard in deliveries.items():
+            for keys, args in shard.slices(DELIVERIES_PER_SCRIPT_CALL):
+                over_capacity += await self.connection(index).eval(
+                    _GROUP_SEND_MANY_LUA, len(keys), *keys, expired_before, self.expiry, *args
                 )
+        if over_capacity:
+            logger.info("%d channel(s) over capacity in a group send; the message was dropped for them", over_capacity)
 
     def _next_score(self) -> float:
         self._last_score = max(time.time(), self._last_score + 1e-6)
         return self._last_score
 
     async def _members_of(self, groups: list[str], now: float) -> dict[str, list[str]]:
-        """Each group's channels (expired ones removed first, as group_send does)."""
+        """Each group's channels (expired ones removed first, as group_send
+        does), in one script call per Redis shard and slice of groups: a
+        presence flush asks for thousands of groups, and a pipeline of two
+        commands per group cost more to build in redis-py than Redis took to
+        run it."""
         members: dict[str, list[str]] = {}
+        expired_before = int(now) - self.group_expiry
         for index, shard_groups in self._by_shard(groups).items():
-            async with self.connection(index).pipeline(transaction=False) as pipe:
-                for group in shard_groups:
-                    key = self._group_key(group)
-                    pipe.zremrangebyscore(key, min=0, max=int(now) - self.group_expiry)
-                    pipe.zrange(key, 0, -1)
-                results = await pipe.execute()
-            for group, names in zip(shard_groups, results[1::2], strict=True):
-                members[group] = [name.decode("utf8") for name in names]
+            for start in range(0, len(shard_groups), MEMBERS_PER_SCRIPT_CALL):
+                some = shard_groups[start : start + MEMBERS_PER_SCRIPT_CALL]
+                keys = [self._group_key(group) for group in some]
+                found = await self.connection(index).eval(_GROUP_MEMBERS_LUA, len(keys), *keys, expired_before)
+                for group, names in zip(some, found, strict=True):
+                    members[group] = [name.decode("utf8") for name in names]
         return members
 
     async def receive_many(self, channel: str, limit: int = 100) -> list[dict]:
@@ -185,19 +183,64 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
             logger.info("clearing a received message from the backup queue failed (%s)", error)
 
 
-# channels-redis's group send script: add the message to each channel's sorted
-# set unless the channel is at capacity; returns how many were.
-_GROUP_SEND_LUA = """
-local over_capacity = 0
-local current_time = ARGV[#ARGV - 1]
-local expiry = ARGV[#ARGV]
+# Groups whose members one script call reads: one call blocks Redis while it
+# runs, so a flush of thousands of groups goes in slices.
+MEMBERS_PER_SCRIPT_CALL = 500
+
+# Each group's members (KEYS), after removing those that joined before ARGV[1]
+# and did not renew (channels-redis's group expiry).
+_GROUP_MEMBERS_LUA = """
+local members = {}
 for i=1,#KEYS do
-    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
-        redis.call('ZADD', KEYS[i], current_time, ARGV[i])
-        redis.call('EXPIRE', KEYS[i], expiry)
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[1])
+    members[i] = redis.call('ZRANGE', KEYS[i], 0, -1)
+end
+return members
+"""
+
+# Deliveries one script call makes (see MEMBERS_PER_SCRIPT_CALL).
+DELIVERIES_PER_SCRIPT_CALL = 500
+
+# channels-redis's group send script, for many messages: first drop each
+# channel's (KEYS) messages scored before ARGV[1], then, for each delivery of
+# four arguments after ARGV[2] (the index of its channel in KEYS, its score,
+# the message, the channel's capacity), add the message unless the channel is
+# at capacity, and renew the channel's expiry (ARGV[2]). Returns how many
+# deliveries found their channel at capacity.
+_GROUP_SEND_MANY_LUA = """
+for i=1,#KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, ARGV[1])
+end
+local over_capacity = 0
+for i=3,#ARGV,4 do
+    local key = KEYS[tonumber(ARGV[i])]
+    if redis.call('ZCOUNT', key, '-inf', '+inf') < tonumber(ARGV[i + 3]) then
+        redis.call('ZADD', key, ARGV[i + 1], ARGV[i + 2])
+        redis.call('EXPIRE', key, ARGV[2])
     else
         over_capacity = over_capacity + 1
     end
 end
 return over_capacity
 """
+
+
+class _Deliveries:
+    """The deliveries of one group_send_many to one Redis shard, as the send
+    script's arguments: channel keys, and four arguments per delivery."""
+
+    def __init__(self):
+        self._deliveries: list[tuple[str, float, bytes, int]] = []
+
+    def add(self, key: str, score: float, message: bytes, capacity: int) -> None:
+        self._deliveries.append((key, score, message, capacity))
+
+    def slices(self, size: int):
+        """(keys, args) of each call, `size` deliveries at most, in order."""
+        for start in range(0, len(self._deliveries), size):
+            index_of: dict[str, int] = {}
+            args: list = []
+            for key, score, message, capacity in self._deliveries[start : start + size]:
+                index = index_of.setdefault(key, len(index_of) + 1)  # Lua counts from 1
+                args += (index, score, message, capacity)
+            yield list(index_of), args

@@ -1,12 +1,14 @@
 """The channel layer's Redis pool is bounded and waits when it is full."""
 
 import asyncio
+import time
 
 import pytest
 from django.conf import settings
 from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import ConnectionError
 
+from core import channel_layer
 from core.channel_layer import BoundedRedisChannelLayer
 
 pytestmark = pytest.mark.redis
@@ -118,4 +120,38 @@ async def test_group_add_many_and_group_discard_many_join_and_leave_every_group(
         False,
         True,
     ]
+    await bounded.flush()
+
+
+async def test_group_send_many_reads_members_in_slices_and_drops_expired_ones(monkeypatch):
+    monkeypatch.setattr(channel_layer, "MEMBERS_PER_SCRIPT_CALL", 2)
+    bounded = layer(pool_max_connections=2, pool_timeout=10)
+    live, stale = await bounded.new_channel(), await bounded.new_channel()
+    groups = [f"slices-{i}" for i in range(5)]
+    await bounded.group_add_many(groups, live)
+    redis = bounded.connection(0)
+    # A member that stopped renewing its membership longer ago than the group expiry.
+    await redis.zadd(bounded._group_key("slices-3"), {stale: time.time() - bounded.group_expiry - 10})
+    await bounded.group_send_many([(group, {"type": "m", "group": group}) for group in groups])
+    got = [(await asyncio.wait_for(bounded.receive(live), 10))["group"] for _ in groups]
+    assert got == groups
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(bounded.receive(stale), 0.2)
+    assert await redis.zscore(bounded._group_key("slices-3"), stale) is None
+    await bounded.group_discard_many(groups, live)
+    await bounded.flush()
+
+
+async def test_replies_are_parsed_by_hiredis():
+    """The pure-Python parser cost more than Redis itself for a flush's many replies."""
+    from redis._parsers import _AsyncHiredisParser
+
+    bounded = layer()
+    redis = bounded.connection(0)
+    await redis.ping()
+    connection = await redis.connection_pool.get_connection()
+    try:
+        assert isinstance(connection._parser, _AsyncHiredisParser)
+    finally:
+        await redis.connection_pool.release(connection)
     await bounded.flush()
