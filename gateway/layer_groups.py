@@ -64,12 +64,15 @@ class LayerGroups:
 
     async def _run(self) -> None:
         while self._pending:
-            async with self._lock:
-                batch, self._pending = self._pending, {}
-                await self._apply(batch)
-            for future in batch.values():
-                if future is not None and not future.done():
-                    future.set_result(None)
+            batch: dict[str, asyncio.Future | None] = {}
+            try:
+                async with self._lock:
+                    batch, self._pending = self._pending, {}
+                    await self._apply(batch)
+            finally:  # whatever happened, nobody waits forever
+                for future in batch.values():
+                    if future is not None and not future.done():
+                        future.set_result(None)
 
     async def _apply(self, batch: dict[str, asyncio.Future | None]) -> None:
         to_join = [group for group in batch if self._is_wanted(group) and group not in self.joined]
