@@ -1,6 +1,6 @@
 """CPU of one publish to many channel-layer groups: a presence flush.
 
-    .venv/bin/python bench/layer_publish.py [--groups 4000] [--runs 5] [--redis-url redis://127.0.0.1:6379/15]
+    .venv/bin/python bench/layer_publish.py [--groups 4000] [--runs 5] [--redis-url redis://127.0.0.1:6379/15] [--project DIR]
 
 A presence flush sends one message to each group of every user announced in
 its window: the user's own group, the group of those who subscribed to the
@@ -13,7 +13,9 @@ channels-redis's own `group_send`, one group after another, on the same Redis
 server in one run. The figure is this process's CPU per flush
 (`time.process_time`), in milliseconds, median of --runs, beside the wall
 time; `hiredis` says whether redis-py parsed replies in C. The database
-(--redis-url) is flushed before and after. One JSON object on stdout.
+(--redis-url) is flushed before and after. `--project DIR` imports the
+project from another tree (a `git worktree` of an older commit). One JSON
+object on stdout.
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--groups", type=int, default=4000)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    p.add_argument("--project", default=str(ROOT), help="tree to import the project from (another commit's worktree)")
     return p.parse_args()
+
+
+async def join(layer, groups: list[str], channel: str) -> None:
+    if hasattr(layer, "group_add_many"):
+        await layer.group_add_many(groups, channel)
+    else:  # an older tree
+        await asyncio.gather(*(layer.group_add(group, channel) for group in groups))
 
 
 def flush_messages(groups: int) -> list[tuple[str, dict]]:
@@ -64,7 +74,7 @@ async def measure(args) -> dict:
         cpu, wall = [], []
         for _ in range(args.runs):
             await layer.flush()
-            await layer.group_add_many(joined, channel)
+            await join(layer, joined, channel)
             started_cpu, started_wall = time.process_time(), time.perf_counter()
             await publish()
             cpu.append((time.process_time() - started_cpu) * 1000)
@@ -82,7 +92,7 @@ async def measure(args) -> dict:
 
 def main() -> None:
     args = parse_args()
-    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, args.project)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_sync.settings")
     os.environ.setdefault("SECRET_KEY", "bench-layer-publish")
     os.environ["DEBUG"] = "0"
