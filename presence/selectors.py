@@ -56,7 +56,13 @@ def live_presence_routes(user_ids, max_members: int) -> tuple[dict[int, dict], d
     beyond `max_members` only explicit subscribers (`presence.subscribe`) get it.
     """
     user_ids = list(user_ids)
-    found = {p.user_id: p for p in UserPresence.objects.filter(user_id__in=user_ids)}
+    # Rows, not model instances: a storm's flush announces a thousand users.
+    found = {
+        user_id: (status, last_seen_at)
+        for user_id, status, last_seen_at in UserPresence.objects.filter(user_id__in=user_ids).values_list(
+            "user_id", "status", "last_seen_at"
+        )
+    }
     theirs = Membership.objects.active().filter(user_id__in=user_ids)
     small = (
         Membership.objects.active()
@@ -69,5 +75,9 @@ def live_presence_routes(user_ids, max_members: int) -> tuple[dict[int, dict], d
     conversations: dict[int, list[int]] = {user_id: [] for user_id in user_ids}
     for user_id, conversation_id in theirs.filter(conversation_id__in=small).values_list("user_id", "conversation_id"):
         conversations[user_id].append(conversation_id)
-    payloads = {user_id: presence_payload(user_id, found.get(user_id)) for user_id in user_ids}
+    payloads = {
+        user_id: {"user_id": user_id, "status": status, "last_seen_at": last_seen_at}
+        for user_id in user_ids
+        for status, last_seen_at in [found.get(user_id, (Status.OFFLINE, None))]
+    }
     return payloads, conversations
