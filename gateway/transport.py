@@ -141,16 +141,18 @@ class Outbound:
         protocol = self.protocol
         if protocol is None or getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
             return 0
-        frame = Frame(text) if once else prepared_frames.of(text)
         window_bits = self.window_bits
-        if window_bits is None:
-            data = frame.plain
-        elif self._context is not None and len(frame.payload) >= compression.MIN_BYTES:
-            data = compression.text_frame(
-                compression.deflate(frame.payload, window_bits, self._context), compressed=True
-            )
+        if self._context is not None:
+            # A catch-up's frames go through this connection's own compressor:
+            # nothing to share with other connections, so none is kept.
+            payload = text.encode()
+            if len(payload) < compression.MIN_BYTES:
+                data = compression.text_frame(payload)
+            else:
+                data = compression.text_frame(compression.deflate(payload, window_bits, self._context), compressed=True)
         else:
-            data = frame.deflated(window_bits)
+            frame = Frame(text) if once else prepared_frames.of(text)
+            data = frame.plain if window_bits is None else frame.deflated(window_bits)
         if _direct(protocol):
             # What autobahn's sendData does with nothing queued before it, without
             # the debug line it formats on every call (its arguments are built

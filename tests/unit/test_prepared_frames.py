@@ -4,7 +4,7 @@ import random
 import string
 import zlib
 
-from gateway import compression
+from gateway import compression, transport
 from gateway.transport import Frame, Outbound, PreparedFrames
 
 LONG = '{"type":"event","kind":"message.created","payload":{"body":"' + "lunch at noon? " * 10 + '"}}'
@@ -124,3 +124,16 @@ def test_no_catch_up_compressor_when_the_client_asked_for_no_context_takeover_or
             outbound.send(LONG)
             outbound.send(LONG)
         assert outbound.protocol.written[0] == outbound.protocol.written[1]
+
+
+def test_a_catch_ups_frames_are_not_kept_among_the_prepared_ones(monkeypatch):
+    """They go through the connection's own compressor: no other connection can use them."""
+    prepared = PreparedFrames()
+    monkeypatch.setattr(transport, "prepared_frames", prepared)
+    outbound = deflated_outbound()
+    with outbound.catching_up():
+        outbound.send(LONG)
+        outbound.send('{"type":"pong","ref":1}')
+    assert len(outbound.protocol.written) == 2 and prepared._frames == {}
+    outbound.send(LONG)  # after the catch-up, shared again
+    assert list(prepared._frames) == [LONG]
