@@ -9,7 +9,6 @@ Until the device's first `sync`, the connection does not know where the device
 is in each conversation, so log events are held and replayed after the sync.
 """
 
-import collections
 import logging
 import time
 
@@ -22,6 +21,7 @@ from presence.services import new_connection_id
 
 from . import close_codes, transport
 from .inbox import Inbox
+from .recent_ids import RecentIds
 from .stream import ConversationStream
 from .typing import Typing
 
@@ -53,7 +53,7 @@ class DeviceConnection:
         self.in_flight = 0
         self.last_received = time.monotonic()
         self._held: list[dict] = []
-        self._delivered_ids: collections.deque = collections.deque(maxlen=256)
+        self._delivered_ids = RecentIds()
         self.inbox = Inbox(self, hub.user_buckets.attach(self.user_id))
         self.dropped_frames = 0  # state events not sent because the client was not reading
 
@@ -176,10 +176,7 @@ class DeviceConnection:
         event_id = (message.get("meta") or {}).get("event_id")
         if event_id is None:
             return True
-        if event_id in self._delivered_ids:
-            return False
-        self._delivered_ids.append(event_id)
-        return True
+        return self._delivered_ids.first_time(event_id)
 
     def _hold(self, message: dict) -> None:
         if len(self._held) >= settings.WS_MAX_HELD_EVENTS:
