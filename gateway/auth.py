@@ -83,6 +83,25 @@ def _identify(scope, token) -> Device:
     return device
 
 
+def kept_for_connection(device: Device) -> Device:
+    """What a connection keeps of its device while it lasts: the ids, the
+    device's name and the user's username and active flag, which is all the
+    requests use. The rest (the password's hash, the email, the dates) stays
+    deferred: read, it would be loaded from the database. A whole device and
+    user are 1.3 KiB of an idle connection's 37."""
+    users = type(device.user)
+    kept = _partial(device, {"id", "user_id", "name"})
+    kept.user = _partial(device.user, {users._meta.pk.attname, users.USERNAME_FIELD, "is_active"})
+    return kept
+
+
+def _partial(instance, keep: set[str]):
+    """A copy of a model instance with only the `keep` fields loaded."""
+    # from_db takes the values in the model's field order.
+    names = [field.attname for field in type(instance)._meta.concrete_fields if field.attname in keep]
+    return type(instance).from_db(instance._state.db, names, [getattr(instance, name) for name in names])
+
+
 async def identify(scope) -> Device:
     """The active device (with its user) behind a WebSocket handshake, or Refused."""
     check_origin(scope)

@@ -14,7 +14,7 @@ from observability import metrics
 from presence import live as presence
 
 from . import close_codes, frames
-from .auth import Refused, identify, still_active_then_online
+from .auth import Refused, identify, kept_for_connection, still_active_then_online
 from .connection import DeviceConnection
 from .hub import Hub
 from .transport import Outbound, is_gone, protocol_of, transport_of
@@ -86,7 +86,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # hello first: whatever the groups joined below deliver comes after it.
         await self.send_text(hello(device))
         metrics.CONNECTS.inc()
-        self.connection = DeviceConnection(self, hub, device, self.outbound)
+        self.connection = DeviceConnection(self, hub, kept_for_connection(device), self.outbound)
         await hub.attach(self.connection)
         active, presence_changed = await still_active_then_online(device, self.connection.connection_id)
         if not active:

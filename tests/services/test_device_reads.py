@@ -55,3 +55,18 @@ def test_on_postgresql_it_is_one_query_that_builds_what_the_orm_builds(make_user
             assert (value, type(value)) == (wanted, type(wanted)), field.attname
         assert got._state.adding is False and got._state.db == want._state.db
     assert found.last_used_at.tzinfo is not None
+
+
+def test_a_connection_keeps_only_what_its_requests_use(make_user, make_device, django_assert_num_queries):
+    from gateway.auth import kept_for_connection
+
+    user = make_user(email="cy@example.com")
+    device, token = make_device(user, "tablet")
+    kept = kept_for_connection(device_for_token(token))
+    with django_assert_num_queries(0):
+        assert (kept.pk, kept.user_id, kept.name) == (device.pk, user.pk, "tablet")
+        assert (kept.user.pk, kept.user.get_username(), kept.user.is_active) == (user.pk, user.username, True)
+    assert {"password", "email", "date_joined"} <= kept.user.get_deferred_fields()
+    assert {"token_hash", "created_at"} <= kept.get_deferred_fields()
+    with django_assert_num_queries(1):  # anything else is still there, read from the database
+        assert kept.user.email == "cy@example.com"
