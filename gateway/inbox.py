@@ -9,7 +9,6 @@ for the connection's worker (at most WS_MAX_PENDING_REQUESTS) or refused with
 they came, as before.
 """
 
-import collections
 import logging
 import time
 
@@ -40,7 +39,9 @@ class Inbox:
         self.bucket = connection_bucket()
         self.user_bucket = user_bucket
         self.strikes = strike_bucket()
-        self.pending: collections.deque = collections.deque()
+        # A list: it holds WS_MAX_PENDING_REQUESTS at most, and an empty deque is
+        # 760 bytes of every idle connection.
+        self.pending: list[tuple] = []
         self.working = False
         self.request_seconds = PENDING_FULL_RETRY_MIN_SECONDS
 
@@ -85,7 +86,7 @@ class Inbox:
     async def _work(self) -> None:
         try:
             while self.pending and not self.connection.closed:
-                text, binary = self.pending.popleft()
+                text, binary = self.pending.pop(0)
                 started = time.monotonic()
                 try:
                     await run(self.connection, text, binary)
