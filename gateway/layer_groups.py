@@ -93,18 +93,20 @@ class LayerGroups:
 
 
 async def _add(layer, groups: list[str], channel: str) -> None:
-    if hasattr(layer, "group_add_many"):
-        for start in range(0, len(groups), MAX_GROUPS_PER_CALL):
-            await layer.group_add_many(groups[start : start + MAX_GROUPS_PER_CALL], channel)
-    else:
-        for group in groups:
-            await layer.group_add(group, channel)
+    await _in_slices(layer, "group_add", groups, channel)
 
 
 async def _discard(layer, groups: list[str], channel: str) -> None:
-    if hasattr(layer, "group_discard_many"):
+    await _in_slices(layer, "group_discard", groups, channel)
+
+
+async def _in_slices(layer, call: str, groups: list[str], channel: str) -> None:
+    """The layer's `<call>_many` for each slice of MAX_GROUPS_PER_CALL groups,
+    or, for a layer without it, its `<call>` for each group."""
+    many = getattr(layer, f"{call}_many", None)
+    if many is not None:
         for start in range(0, len(groups), MAX_GROUPS_PER_CALL):
-            await layer.group_discard_many(groups[start : start + MAX_GROUPS_PER_CALL], channel)
+            await many(groups[start : start + MAX_GROUPS_PER_CALL], channel)
     else:
         for group in groups:
-            await layer.group_discard(group, channel)
+            await getattr(layer, call)(group, channel)
