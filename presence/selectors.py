@@ -19,11 +19,14 @@ def contacts_of(user_id: int) -> list[int]:
 
 
 def presence_payload(user_id: int, presence: UserPresence | None) -> dict:
-    return {
-        "user_id": user_id,
-        "status": presence.status if presence else Status.OFFLINE,
-        "last_seen_at": presence.last_seen_at if presence else None,
-    }
+    if presence is None:
+        return _payload(user_id)
+    return _payload(user_id, presence.status, presence.last_seen_at)
+
+
+def _payload(user_id: int, status: str = Status.OFFLINE, last_seen_at=None) -> dict:
+    """A user's presence as every reader shows it (a user with no row is offline)."""
+    return {"user_id": user_id, "status": status, "last_seen_at": last_seen_at}
 
 
 def presences_for(viewer) -> list[dict]:
@@ -75,9 +78,5 @@ def live_presence_routes(user_ids, max_members: int) -> tuple[dict[int, dict], d
     conversations: dict[int, list[int]] = {user_id: [] for user_id in user_ids}
     for user_id, conversation_id in theirs.filter(conversation_id__in=small).values_list("user_id", "conversation_id"):
         conversations[user_id].append(conversation_id)
-    payloads = {
-        user_id: {"user_id": user_id, "status": status, "last_seen_at": last_seen_at}
-        for user_id in user_ids
-        for status, last_seen_at in [found.get(user_id, (Status.OFFLINE, None))]
-    }
+    payloads = {user_id: _payload(user_id, *found.get(user_id, ())) for user_id in user_ids}
     return payloads, conversations
