@@ -135,6 +135,7 @@ def arguments():
         action="store_true",
         help="py-spy samples every non-idle thread (waits on the database included) instead of the GIL holder",
     )
+    p.add_argument("--py-spy-rate", type=int, default=67, help="py-spy samples per second")
     p.add_argument("--py-spy-bin", default=shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy")
     p.add_argument("--project", default=str(ROOT), help="the project tree to run (default: this one)")
     p.add_argument("--commit", help="run this commit (git archive to a temporary directory)")
@@ -514,7 +515,14 @@ class PySpy:
         directory.mkdir(parents=True, exist_ok=True)
         for server in self.servers:
             path = directory / f"{self.label}-server-{server.index}.txt"
-            command = [self.args.py_spy_bin, "record", "--pid", str(server.process.pid), "--rate", "67"]
+            command = [
+                self.args.py_spy_bin,
+                "record",
+                "--pid",
+                str(server.process.pid),
+                "--rate",
+                str(self.args.py_spy_rate),
+            ]
             command += ["--format", "raw", "--threads", "--nonblocking", "--duration", "900", "-o", str(path)]
             if not self.args.py_spy_wall:
                 command.append("--gil")  # only the thread holding the GIL: where the CPU goes
