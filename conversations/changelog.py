@@ -263,14 +263,26 @@ def redact_logged_bodies(message_id: int) -> None:
 
 
 def change_event(change: Change) -> Event:
-    user = change.payload.get("user") if change.kind.startswith("member.") else None
     return Event(
         kind=change.kind,
         conversation_id=change.conversation_id,
         seq=change.seq,
         payload=change.payload,
-        meta={"user_id": user["id"]} if user else {},
+        meta=event_meta(change.kind, change.payload),
     )
+
+
+def about_a_member(kind: str) -> bool:
+    """Whether a change of this kind is about one member (their user is in the
+    payload, and the gateway needs to know who)."""
+    return kind.startswith("member.")
+
+
+def event_meta(kind: str, payload: dict) -> dict:
+    """What the gateway needs to route an event that is not in its frame: the
+    user a member change is about."""
+    user = payload.get("user") if about_a_member(kind) else None
+    return {"user_id": user["id"]} if user else {}
 
 
 def users_told_directly(change: Change) -> list[int]:

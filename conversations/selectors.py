@@ -1,9 +1,11 @@
 """Reads on conversations, messages and the change log, always scoped to a member."""
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import F, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Lower
 
@@ -128,27 +130,45 @@ def last_seqs(conversation_ids) -> dict[int, int]:
     return dict(Conversation.objects.filter(pk__in=list(conversation_ids)).values_list("pk", "last_seq"))
 
 
-def changes_between(conversation_id: int, after: int, *, until: int | None = None, limit: int) -> list[Change]:
+class LogRow(NamedTuple):
+    """A change of the log as the gateway sends it: the payload is the JSON text
+    the database keeps, not decoded. A catch-up sends thousands of changes, and
+    a model instance for each, its payload decoded and encoded again, cost
+    seven times reading the rows (27 against 4 µs a change)."""
+
+    conversation_id: int
+    seq: int
+    kind: str
+    payload_json: str
+
+
+# The payload as text on both backends: PostgreSQL's jsonb prints itself, SQLite keeps text.
+_LOG_ROW_COLUMNS = "conversation_id, seq, kind, CAST(payload AS TEXT)"
+
+
+def changes_between(conversation_id: int, after: int, *, until: int | None = None, limit: int) -> list[LogRow]:
     """Up to `limit` changes of a conversation after a seq (and up to `until`), ascending."""
-    changes = Change.objects.filter(conversation_id=conversation_id, seq__gt=after)
+    wanted, params = "conversation_id = %s AND seq > %s", [conversation_id, after]
     if until is not None:
-        changes = changes.filter(seq__lte=until)
-    return list(changes.order_by("seq")[:limit])
+        wanted, params = f"{wanted} AND seq <= %s", [*params, until]
+    return _log_rows(f"{wanted} ORDER BY seq LIMIT %s", [*params, limit])
 
 
-def changes_in_ranges(ranges: dict[int, tuple[int, int]]) -> dict[int, list[Change]]:
+def changes_in_ranges(ranges: dict[int, tuple[int, int]]) -> dict[int, list[LogRow]]:
     """For each conversation id -> (after, up_to): its changes with after < seq <=
     up_to, ascending; in one query for all of them."""
     if not ranges:
         return {}
-    # Plain SQL (still model instances, through the ORM's converters): every
-    # sync makes this read, and building an OR of N ranges with the ORM cost
-    # twice the query itself.
+    # Built by hand: an OR of N ranges built with the ORM cost twice the query itself.
     wanted = " OR ".join(["(conversation_id = %s AND seq > %s AND seq <= %s)"] * len(ranges))
     params = [value for conversation_id, (after, up_to) in ranges.items() for value in (conversation_id, after, up_to)]
-    found: dict[int, list[Change]] = {}
-    for change in Change.objects.raw(
-        f"SELECT * FROM {Change._meta.db_table} WHERE {wanted} ORDER BY conversation_id, seq", params
-    ):
-        found.setdefault(change.conversation_id, []).append(change)
+    found: dict[int, list[LogRow]] = {}
+    for row in _log_rows(f"{wanted} ORDER BY conversation_id, seq", params):
+        found.setdefault(row.conversation_id, []).append(row)
     return found
+
+
+def _log_rows(where: str, params: list) -> list[LogRow]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {_LOG_ROW_COLUMNS} FROM {Change._meta.db_table} WHERE {where}", params)
+        return [LogRow(*row) for row in cursor.fetchall()]

@@ -52,6 +52,12 @@ def dumps(data) -> str:
     return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False)
 
 
+def event_text(kind: str, conversation_id: int, seq: int, payload_json: str) -> str:
+    """A log event's frame text, as `Event.text()` writes it, around a payload
+    already encoded (as the database keeps it), without decoding it again."""
+    return f'{{"type":"event","kind":{dumps(kind)},"conversation_id":{int(conversation_id)},"seq":{int(seq)},"payload":{payload_json}}}'
+
+
 @dataclass(frozen=True)
 class Event:
     kind: str

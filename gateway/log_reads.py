@@ -19,13 +19,15 @@ served up to REUSE_SECONDS after it, and its device then gets the delete too.
 """
 
 import asyncio
+import json
 import time
 import weakref
 from typing import NamedTuple
 
-from conversations.changelog import change_event
-from conversations.selectors import changes_between, changes_in_ranges
+from conversations.changelog import about_a_member, event_meta
+from conversations.selectors import LogRow, changes_between, changes_in_ranges
 from core.db import on_db_pool
+from core.events import event_text
 from observability import metrics
 
 REUSE_SECONDS = 2.0
@@ -42,9 +44,12 @@ class LoggedChange(NamedTuple):
     meta: dict
 
 
-def logged(change) -> LoggedChange:
-    event = change_event(change)
-    return LoggedChange(change.conversation_id, change.seq, change.kind, event.text(), event.meta)
+def logged(row: LogRow) -> LoggedChange:
+    """The row's frame, its payload put in as the database gave it; decoded only
+    for a member change, whose user the stream needs to know."""
+    text = event_text(row.kind, row.conversation_id, row.seq, row.payload_json)
+    meta = event_meta(row.kind, json.loads(row.payload_json)) if about_a_member(row.kind) else {}
+    return LoggedChange(row.conversation_id, row.seq, row.kind, text, meta)
 
 
 @on_db_pool

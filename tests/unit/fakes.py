@@ -2,12 +2,15 @@
 log, the connection a stream sends through, the consumer and the hub."""
 
 import asyncio
+import contextlib
+import json
 
 from conversations.changelog import change_event
 from conversations.models import Change
+from conversations.selectors import LogRow
 from core.events import Event
 from gateway.limits import UserBuckets
-from gateway.log_reads import logged
+from gateway.log_reads import LoggedChange, logged
 
 WAIT_SECONDS = 2.0  # how long a test waits for something that should happen at once
 
@@ -15,6 +18,11 @@ WAIT_SECONDS = 2.0  # how long a test waits for something that should happen at 
 def change(conversation_id: int, seq: int, kind: str = Change.Kind.MESSAGE_CREATED, **payload) -> Change:
     """An unsaved Change, as the log would return it."""
     return Change(conversation_id=conversation_id, seq=seq, kind=kind, payload=payload or {"body": f"message {seq}"})
+
+
+def logged_change(c: Change) -> LoggedChange:
+    """A change as a read of the log hands it to the streams."""
+    return logged(LogRow(c.conversation_id, c.seq, c.kind, json.dumps(c.payload)))
 
 
 def removal(conversation_id: int, seq: int, user_id: int) -> Change:
@@ -76,7 +84,7 @@ class FakeLog:
             self.failures -= 1
             raise RuntimeError("the database went away")
         seqs = sorted(s for s in self.changes.get(conversation_id, {}) if s > after and (until is None or s <= until))
-        return [logged(self.changes[conversation_id][s]) for s in seqs[:limit]]
+        return [logged_change(self.changes[conversation_id][s]) for s in seqs[:limit]]
 
 
 class FakeStreamConnection:
@@ -96,6 +104,9 @@ class FakeStreamConnection:
         self.untracked.append(conversation_id)
         if self.stream is not None:  # as DeviceConnection.untrack does
             self.stream.stop()
+
+    def sending_together(self):
+        return contextlib.nullcontext()
 
 
 class FakeConsumer:

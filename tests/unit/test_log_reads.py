@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from gateway import log_reads
-from gateway.log_reads import SharedReads, logged
+from gateway.log_reads import SharedReads
 
-from .fakes import change
+from .fakes import change, logged_change
 
 
 class CountingLog:
@@ -28,7 +28,7 @@ class CountingLog:
             await self.gate.wait()
         if self.fail:
             raise RuntimeError("the database went away")
-        return [logged(change(conversation_id, seq)) for seq in range(after + 1, after + 4)]
+        return [logged_change(change(conversation_id, seq)) for seq in range(after + 1, after + 4)]
 
     async def ranges(self, ranges):
         self.range_reads.append(dict(ranges))
@@ -40,7 +40,7 @@ class CountingLog:
             cid: up_to if self.last_seq is None else min(up_to, self.last_seq) for cid, (_, up_to) in ranges.items()
         }
         return {
-            cid: [logged(change(cid, seq)) for seq in range(after + 1, ends[cid] + 1)]
+            cid: [logged_change(change(cid, seq)) for seq in range(after + 1, ends[cid] + 1)]
             for cid, (after, _) in ranges.items()
         }
 

@@ -7,11 +7,10 @@ and how streams told how far the log goes share one read."""
 import asyncio
 
 from gateway import log_reads
-from gateway.log_reads import logged
 from gateway.stream import ConversationStream
 from gateway.upkeep import streams_behind
 
-from .fakes import FakeStreamConnection, change
+from .fakes import FakeStreamConnection, change, logged_change
 
 
 def stream(conversation_id: int, cursor: int, *, heard_live: bool) -> ConversationStream:
@@ -63,7 +62,7 @@ def _two_streams_refilled(monkeypatch, known_through):
     async def read_between(conversation_id, after, until, limit):
         reads.append((conversation_id, after))
         await asyncio.sleep(0.01)
-        return [logged(change(conversation_id, seq)) for seq in (4, 5) if seq > after][:limit]
+        return [logged_change(change(conversation_id, seq)) for seq in (4, 5) if seq > after][:limit]
 
     monkeypatch.setattr(log_reads, "_read_between", read_between)
 
