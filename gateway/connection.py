@@ -85,6 +85,11 @@ class DeviceConnection:
             await self.consumer.send(text_data=text)
         metrics.frame_out(text, written)
 
+    def sending_together(self):
+        """A context in which the frames sent go out in one write at its end
+        (transport.Outbound.corked): a catch-up's batch, a batch of live events."""
+        return self.outbound.corked()
+
     def mark_closed(self) -> None:
         """Send nothing more: every stream stops where it is, queued requests are dropped."""
         self.closed = True
@@ -140,8 +145,9 @@ class DeviceConnection:
             return
         kind = message["kind"]
         if kind == BATCH_KIND:
-            for event in message["events"]:
-                await self.deliver(event)
+            with self.sending_together():
+                for event in message["events"]:
+                    await self.deliver(event)
             return
         if kind in ("device.revoked", "user.deactivated"):
             await self.close(close_codes.DEVICE_REVOKED, kind.replace(".", " "))

@@ -150,16 +150,17 @@ class ConversationStream:
                         limit=REFILL_BATCH,
                         needed_through=min(self._held) - 1 if self._held else self._known_through,
                     )
-                for change in changes:
-                    if self.ended:
-                        return
-                    if change.seq <= self.cursor:
-                        continue
-                    if change.seq > self.cursor + 1:
-                        await self._reset_at(change.seq - 1)
-                    await self._emit(change.seq, change.text, change.kind, change.meta)
-                    from_log.inc()
-                await self._release_held()
+                with self.connection.sending_together():
+                    for change in changes:
+                        if self.ended:
+                            return
+                        if change.seq <= self.cursor:
+                            continue
+                        if change.seq > self.cursor + 1:
+                            await self._reset_at(change.seq - 1)
+                        await self._emit(change.seq, change.text, change.kind, change.meta)
+                        from_log.inc()
+                    await self._release_held()
                 if not self._held and len(changes) < REFILL_BATCH:
                     return
                 empty_reads = 0 if changes else empty_reads + 1

@@ -137,3 +137,53 @@ def test_a_catch_ups_frames_are_not_kept_among_the_prepared_ones(monkeypatch):
     assert len(outbound.protocol.written) == 2 and prepared._frames == {}
     outbound.send(LONG)  # after the catch-up, shared again
     assert list(prepared._frames) == [LONG]
+
+
+def test_frames_sent_while_corked_go_out_in_one_write_in_order():
+    protocol = FakeProtocol()
+    outbound = Outbound(protocol)
+    with outbound.corked():
+        assert outbound.send("a") == 3
+        with outbound.corked():  # a cork inside: its frames wait for the outer one
+            outbound.send("bb")
+        assert protocol.written == []
+        outbound.send("c")
+    assert protocol.written == [b"\x81\x01a\x81\x02bb\x81\x01c"]
+    outbound.send("d")  # after it: one write per frame again
+    assert protocol.written[1:] == [b"\x81\x01d"]
+
+
+def test_a_long_cork_is_written_every_max_corked_frames():
+    protocol = FakeProtocol()
+    outbound = Outbound(protocol)
+    count = transport.MAX_CORKED_FRAMES + 3
+    with outbound.corked():
+        for _ in range(count):
+            outbound.send("x")
+        assert protocol.written == [b"\x81\x01x" * transport.MAX_CORKED_FRAMES]
+    assert protocol.written[1:] == [b"\x81\x01x" * 3]
+
+
+def test_corked_frames_of_a_connection_that_closed_meanwhile_are_not_written():
+    protocol = FakeProtocol()
+    outbound = Outbound(protocol)
+    with outbound.corked():
+        outbound.send("x")
+        protocol.state = FakeProtocol.STATE_CLOSING
+    assert protocol.written == [] and protocol.sent == []
+
+
+def test_a_compressed_catch_up_can_be_corked():
+    protocol = FakeProtocol()
+    outbound = deflated_outbound(protocol)
+    texts = [LONG.replace("noon", f"noon {i}") for i in range(3)]
+    with outbound.catching_up(), outbound.corked():
+        for text in texts:
+            outbound.send(text)
+    [data] = protocol.written
+    inflater, frames = zlib.decompressobj(-15), []
+    while data:  # split the write into its frames (each under 126 bytes here)
+        size = 2 + data[1]
+        frames.append(data[:size])
+        data = data[size:]
+    assert [inflate(f, inflater) for f in frames] == texts
