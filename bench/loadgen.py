@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import websockets
+from machine_speed import machine_speed_ms
 
 HOST = "127.0.0.1"  # the only host this benchmark ever connects to or binds
 ROOT = Path(__file__).resolve().parent.parent  # the project (daphne's working directory)
@@ -811,6 +812,7 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
     busy = machine_busy_seconds()
     await asyncio.sleep(1.0)
     background = round(machine_busy_seconds() - busy, 2)
+    speed = machine_speed_ms()
     stats = Stats(members=len(devices))
     clients = [Client(d, servers[d.index % len(servers)].port, protocol, stats) for d in devices]
     sizes: dict[int, int] = {}
@@ -968,6 +970,7 @@ async def run_load(protocol: Protocol, devices: list[DeviceSpec], servers: list,
         "unexpected_closes": stats.unexpected_closes[:10],
         "cpu": cpu,
         "background_busy_cores": background,
+        "machine_speed_ms": speed,
     }
 
 

@@ -63,6 +63,7 @@ from loadgen import (  # noqa: E402
     start_servers,
     stop_servers,
 )
+from machine_speed import machine_speed_ms  # noqa: E402
 from storm_client import Device, Sender, Tally, heartbeats  # noqa: E402
 
 PROJECT_PACKAGES = {"gateway", "conversations", "core", "presence", "delivery", "devices", "realtime_sync"}
@@ -818,6 +819,7 @@ async def scenario_connect_reconnect(env: Environment, args) -> dict:
     try:
         # 1. connect
         results["background_busy_cores"] = await background_cores()
+        results["machine_speed_ms"] = machine_speed_ms()
         results["loadavg_before"] = loadavg()
         tally = Tally()
         meter = Meter(env).start()
@@ -943,7 +945,11 @@ async def scenario_outage(env: Environment, args) -> dict:
     devices = env.devices()
     beat = asyncio.create_task(heartbeats([*devices, *senders], stop_heartbeats))
     try:
-        result = {"background_busy_cores": await background_cores(), "loadavg_before": loadavg()}
+        result = {
+            "background_busy_cores": await background_cores(),
+            "machine_speed_ms": machine_speed_ms(),
+            "loadavg_before": loadavg(),
+        }
         tally = Tally()
         outcome = await storm("outage: connect", devices, args, cursors=True, tally=tally)
         result["connect_all_live_s"] = outcome["all_live_s"]
@@ -1277,6 +1283,7 @@ def run_idle(args) -> dict:
         env.open(private_redis=False)
         env.start_servers(1)
         result["background_busy_cores"] = run_async(background_cores())
+        result["machine_speed_ms"] = machine_speed_ms()
         result["product"] = run_async(scenario_idle_product(env, args))
         result["setup"] = {**env.data["timings"], **env.data["counts"]}
         result["server_env"] = env.recorded_env()
