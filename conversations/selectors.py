@@ -10,6 +10,7 @@ from django.db.models import F, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Lower
 
 from core.errors import NotFound
+from core.lookups import AnyOf
 
 from .access import active_membership
 from .models import Change, Conversation, Membership, Message
@@ -127,7 +128,7 @@ def message_for(user, conversation_id, message_id) -> Message:
 
 
 def last_seqs(conversation_ids) -> dict[int, int]:
-    return dict(Conversation.objects.filter(pk__in=list(conversation_ids)).values_list("pk", "last_seq"))
+    return dict(Conversation.objects.filter(AnyOf(F("pk"), list(conversation_ids))).values_list("pk", "last_seq"))
 
 
 class LogRow(NamedTuple):

@@ -10,8 +10,10 @@ import functools
 
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import F
 
 from core.errors import NotFound
+from core.lookups import AnyOf
 
 from .models import Device, hash_token
 
@@ -81,7 +83,9 @@ def _active_devices() -> str:
 def revoked_among(device_ids) -> set[int]:
     """Which of these devices were revoked (or whose user was deactivated)."""
     active = set(
-        Device.objects.active().filter(pk__in=list(device_ids), user__is_active=True).values_list("pk", flat=True)
+        Device.objects.active()
+        .filter(AnyOf(F("pk"), list(device_ids)), user__is_active=True)
+        .values_list("pk", flat=True)
     )
     return set(device_ids) - active
 

@@ -1,10 +1,11 @@
 """Reads on presence. A user's presence is visible to the users who share a
 conversation with them; to anyone else it looks like an unknown user."""
 
-from django.db.models import Count
+from django.db.models import Count, F
 
 from conversations.models import Membership
 from core.errors import NotFound
+from core.lookups import AnyOf
 
 from .models import Status, UserPresence
 
@@ -62,11 +63,11 @@ def live_presence_routes(user_ids, max_members: int) -> tuple[dict[int, dict], d
     # Rows, not model instances: a storm's flush announces a thousand users.
     found = {
         user_id: (status, last_seen_at)
-        for user_id, status, last_seen_at in UserPresence.objects.filter(user_id__in=user_ids).values_list(
+        for user_id, status, last_seen_at in UserPresence.objects.filter(AnyOf(F("user_id"), user_ids)).values_list(
             "user_id", "status", "last_seen_at"
         )
     }
-    theirs = Membership.objects.active().filter(user_id__in=user_ids)
+    theirs = Membership.objects.active().filter(AnyOf(F("user_id"), user_ids))
     small = (
         Membership.objects.active()
         .filter(conversation_id__in=theirs.values("conversation_id"))
