@@ -18,9 +18,7 @@ def test_it_finds_what_in_finds(make_user):
     assert not get_user_model().objects.filter(AnyOf(F("pk"), [])).exists()
     # A subquery is left to IN.
     subquery = get_user_model().objects.filter(pk=users[1].pk).values("pk")
-    assert list(get_user_model().objects.filter(AnyOf(F("pk"), subquery)).values_list("pk", flat=True)) == [
-        users[1].pk
-    ]
+    assert list(get_user_model().objects.filter(AnyOf(F("pk"), subquery)).values_list("pk", flat=True)) == [users[1].pk]
 
 
 @pytest.mark.postgres
