@@ -89,8 +89,9 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
             by_shard.setdefault(self.consistent_hash(group), []).append(group)
         return by_shard
 
-    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        """`group_send` of each (group, message), in order: one script call
+    async def group_send_many(self, messages: list[tuple[str, dict]], skip_channel: str | None = None) -> None:
+        """`group_send` of each (group, message), in order, to every member but
+        `skip_channel` (the sender's own hub, which took them directly): one script call
         per Redis shard reads every group's members, one delivers every
         message (in slices of a few hundred groups or deliveries, so no call
         holds Redis long). channels-redis's group_send makes four round trips
@@ -107,7 +108,10 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         members = await self._members_of([group for group, _ in messages], now)
         deliveries: dict[int, _Deliveries] = {}
         for group, message in messages:
-            by_shard, message_for, capacity_of = self._map_channel_keys_to_connection(members[group], message)
+            channels = [channel for channel in members[group] if channel != skip_channel]
+            if not channels:
+                continue
+            by_shard, message_for, capacity_of = self._map_channel_keys_to_connection(channels, message)
             score = self._next_score()
             for index, keys in by_shard.items():
                 shard = deliveries.setdefault(index, _Deliveries())

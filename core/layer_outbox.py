@@ -18,8 +18,10 @@ import weakref
 
 
 class LayerOutbox:
-    def __init__(self, layer):
+    def __init__(self, layer, skip_channel: str | None = None):
         self.layer = layer
+        # The loop's hub, which takes the loop's own publishes directly (core.publish).
+        self.skip_channel = skip_channel
         self._waiting: list[tuple[list[tuple[str, dict]], asyncio.Future]] = []
         self._sending = False
 
@@ -29,7 +31,7 @@ class LayerOutbox:
             # Nothing in flight: send from this task, without a hop to another.
             self._sending = True
             try:
-                await self.layer.group_send_many(messages)
+                await self.layer.group_send_many(messages, self.skip_channel)
             finally:
                 self._send_the_rest()
             return
@@ -47,7 +49,9 @@ class LayerOutbox:
         try:
             batch, self._waiting = self._waiting, []
             try:
-                await self.layer.group_send_many([pair for messages, _ in batch for pair in messages])
+                await self.layer.group_send_many(
+                    [pair for messages, _ in batch for pair in messages], self.skip_channel
+                )
             except Exception as error:
                 for _, done in batch:
                     if not done.done():  # a caller that timed out no longer waits
@@ -63,10 +67,11 @@ class LayerOutbox:
 _per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerOutbox]" = weakref.WeakKeyDictionary()
 
 
-def outbox_for(layer) -> LayerOutbox:
-    """The running loop's outbox for `layer` (one per server process)."""
+def outbox_for(layer, skip_channel: str | None = None) -> LayerOutbox:
+    """The running loop's outbox for `layer` (one per server process), which
+    sends to every member of a group but `skip_channel`."""
     loop = asyncio.get_running_loop()
     outbox = _per_loop.get(loop)
-    if outbox is None or outbox.layer is not layer:
-        outbox = _per_loop[loop] = LayerOutbox(layer)
+    if outbox is None or outbox.layer is not layer or outbox.skip_channel != skip_channel:
+        outbox = _per_loop[loop] = LayerOutbox(layer, skip_channel)
     return outbox

@@ -5,7 +5,9 @@ an event for a 100-member conversation becomes 100 layer messages, each woken,
 decoded and re-encoded by its own consumer. Here each server process has one
 hub with one layer channel: the hub joins a group (a conversation, a user, a
 device) once for all its local connections that follow it, receives each event
-once, and hands the already-encoded frame to those connections directly.
+once, and hands the already-encoded frame to those connections directly. The
+process's own publishes it takes straight from core.publish (`take`), not
+through the layer and back.
 
 The hub survives an outage of the layer (Redis gone): connections keep their
 sockets, subscribing only records which groups are wanted, and once the layer
@@ -16,10 +18,11 @@ presence) is upkeep.py's; closing connections on SIGTERM is drain.py's.
 
 import asyncio
 import logging
+from collections import deque
 
 from channels.layers import get_channel_layer
 
-from core import server_loop
+from core import publish, server_loop
 from core.events import device_group, user_group
 from observability import metrics
 
@@ -63,6 +66,8 @@ class Hub:
         self._tasks: set[asyncio.Task] = set()
         self._recovery: asyncio.Task | None = None
         self._receiver: asyncio.Task | None = None
+        self._local: deque[dict] = deque()  # this process's own publishes, to dispatch (`take`)
+        self._local_dispatcher: asyncio.Task | None = None
 
     async def _start(self) -> None:
         # The default prefix matters: channels-redis reads all of a process's channels
@@ -73,6 +78,7 @@ class Hub:
         )
         server_loop.register(asyncio.get_running_loop())
         self._receiver = self.spawn(self._receive_loop())
+        publish.deliver_locally(self)
         metrics.LAYER_UP.set(1)
         upkeep.start(self)
         drain.install_signal_handlers(self)
@@ -153,6 +159,27 @@ class Hub:
             backoff = RETRY_INITIAL_SECONDS
             for message in messages:
                 await self.dispatch(message)
+
+    def follows(self, group: str) -> bool:
+        """Whether a local connection follows the group."""
+        return group in self._groups
+
+    def take(self, messages: list[dict]) -> None:
+        """This process's own publishes to groups it follows, handed over
+        directly instead of through the layer (core.publish): dispatched in
+        the order they were taken."""
+        if not messages:
+            return
+        self._local.extend(messages)
+        if self._local_dispatcher is None:
+            self._local_dispatcher = self.spawn(self._dispatch_local())
+
+    async def _dispatch_local(self) -> None:
+        try:
+            while self._local:
+                await self.dispatch(self._local.popleft())
+        finally:
+            self._local_dispatcher = None
 
     async def dispatch(self, message: dict) -> None:
         metrics.EVENTS_DISPATCHED.inc()

@@ -83,6 +83,28 @@ async def test_group_send_many_delivers_every_message_in_order_to_every_member()
     await bounded.flush()
 
 
+async def test_group_send_many_skips_the_senders_own_channel():
+    bounded = layer(pool_max_connections=2, pool_timeout=10)
+    bounded.brpop_timeout = 1
+    own, other = await bounded.new_channel(), await bounded.new_channel()
+    await bounded.group_add("skip-both", own)
+    await bounded.group_add("skip-both", other)
+    await bounded.group_add("skip-own-only", own)
+    await bounded.group_send_many(
+        [("skip-both", {"type": "m", "n": 1}), ("skip-own-only", {"type": "m", "n": 2})], skip_channel=own
+    )
+    # The two channels share their process's key: without the skip, a message
+    # for both and one for `own` would wait there.
+    key = bounded.prefix + bounded.non_local_name(own)
+    [waiting] = await bounded.connection(0).zrange(key, 0, -1)
+    assert bounded.deserialize(waiting)["__asgi_channel__"] == [other]
+    assert [m["n"] for m in await bounded.receive_many(other)] == [1]
+    for group in ("skip-both", "skip-own-only"):
+        await bounded.group_discard(group, own)
+    await bounded.group_discard("skip-both", other)
+    await bounded.flush()
+
+
 async def test_receive_many_hands_over_everything_waiting_in_order():
     bounded = layer(pool_max_connections=2, pool_timeout=10)
     bounded.brpop_timeout = 1

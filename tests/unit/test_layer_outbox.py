@@ -14,7 +14,7 @@ class FakeLayer:
         self.release = asyncio.Event()
         self.fail_next = False
 
-    async def group_send_many(self, messages):
+    async def group_send_many(self, messages, skip_channel=None):
         self.calls.append(list(messages))
         await self.release.wait()
         if self.fail_next:

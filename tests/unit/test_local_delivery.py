@@ -1,0 +1,75 @@
+"""A server process's own publishes: its hub takes those of the groups it
+follows directly, and the layer sends to every other member of the groups."""
+
+import asyncio
+
+from core import publish
+from core.events import Event
+from gateway.hub import Hub
+
+
+class FakeLayer:
+    def __init__(self):
+        self.sent: list[tuple[list, str | None]] = []
+
+    async def group_send_many(self, messages, skip_channel=None):
+        self.sent.append(([group for group, _ in messages], skip_channel))
+
+
+class FakeHub:
+    channel = "specific.process!hub"
+
+    def __init__(self, follows: set[str]):
+        self.followed = follows
+        self.taken: list[dict] = []
+
+    def follows(self, group: str) -> bool:
+        return group in self.followed
+
+    def take(self, messages: list[dict]) -> None:
+        self.taken.extend(messages)
+
+
+def event(seq: int) -> Event:
+    return Event(kind="message.created", payload={"seq": seq}, conversation_id=1, seq=seq)
+
+
+async def test_the_loops_hub_takes_its_groups_messages_and_the_layer_skips_it(monkeypatch):
+    layer = FakeLayer()
+    monkeypatch.setattr(publish, "get_channel_layer", lambda: layer)
+    hub = FakeHub(follows={"conversation.1"})
+    publish.deliver_locally(hub)
+    await publish.send_async(event(5), ["conversation.1", "user.9"])
+    assert [(m["group"], m["seq"]) for m in hub.taken] == [("conversation.1", 5)]
+    assert layer.sent == [(["conversation.1", "user.9"], hub.channel)]  # every other member still gets both
+
+
+async def test_without_a_hub_on_the_loop_the_layer_sends_to_every_member(monkeypatch):
+    layer = FakeLayer()
+    monkeypatch.setattr(publish, "get_channel_layer", lambda: layer)
+    await publish.send_async(event(5), ["conversation.1"])
+    assert layer.sent == [(["conversation.1"], None)]
+
+
+class Recording:
+    def __init__(self):
+        self.groups = set()
+        self.delivered: list[int] = []
+        self.device_id = 1
+
+    async def deliver(self, message):
+        await asyncio.sleep(0)  # a delivery may let other tasks run
+        self.delivered.append(message["seq"])
+
+
+async def test_the_hub_dispatches_what_it_takes_in_order():
+    hub = Hub()
+    connection = Recording()
+    hub._groups["conversation.1"] = {connection}
+    hub.take([{"group": "conversation.1", "seq": 1}, {"group": "conversation.1", "seq": 2}])
+    hub.take([])
+    hub.take([{"group": "conversation.1", "seq": 3}])
+    while hub._local_dispatcher is not None:
+        await asyncio.wait([hub._local_dispatcher])
+    assert connection.delivered == [1, 2, 3]
+    assert hub.follows("conversation.1") and not hub.follows("conversation.2")
