@@ -14,6 +14,9 @@ since. A result is therefore reused only by a reader that says how far it
 knows the log goes (`needed_through`: the seq before the event a stream is
 holding, the last seq a sync's plan read) and only when the result reaches
 that far (or was cut at its limit); anyone else reads for themselves. A
+sync's range read serves another sync only if it began after that one had
+subscribed: a change committed between the other's plan and its
+subscription, and dispatched before it, reaches it only through a read. A
 delete redacts earlier bodies in place: a read made moments before one can be
 served up to REUSE_SECONDS after it, and its device then gets the delete too.
 """
@@ -72,10 +75,18 @@ def reaches(changes: list[LoggedChange], after: int, limit: int, needed_through:
     return len(changes) >= limit or (changes[-1].seq if changes else after) >= needed_through
 
 
+class Running(NamedTuple):
+    """A read in progress: its result, and when it started (time.monotonic)."""
+
+    future: asyncio.Future
+    started_at: float
+
+
 class SharedReads:
     def __init__(self):
-        self._kept: dict[tuple, tuple[float, list[LoggedChange]]] = {}
-        self._running: dict[tuple, asyncio.Future] = {}
+        # key -> (kept until, the changes, when the read started)
+        self._kept: dict[tuple, tuple[float, list[LoggedChange], float]] = {}
+        self._running: dict[tuple, Running] = {}
 
     async def between(
         self, conversation_id: int, after: int, *, until: int | None, limit: int, needed_through: int | None = None
@@ -83,30 +94,31 @@ class SharedReads:
         """Up to `limit` changes after `after` (and up to `until`), ascending."""
         key = ("between", conversation_id, after, until, limit)
         if needed_through is not None:
-            found = self._fresh(key)
-            if found is not None and reaches(found, after, limit, needed_through):
-                return found
+            kept = self._fresh(key)
+            if kept is not None and reaches(kept[0], after, limit, needed_through):
+                return kept[0]
             running = self._running.get(key)
             if running is not None:
                 try:
-                    found = await asyncio.shield(running)
+                    found = await asyncio.shield(running.future)
                 except asyncio.CancelledError:
-                    if not running.cancelled() or asyncio.current_task().cancelling():
+                    if not running.future.cancelled() or asyncio.current_task().cancelling():
                         raise
                     found = None  # the stream that was reading stopped
                 if found is not None and reaches(found, after, limit, needed_through):
                     return found
+        started_at = time.monotonic()
         read = _read_between(conversation_id, after, until, limit)
         if key in self._running:  # a read that could not serve this one: read alone
             found = await read
-            self._keep(key, found)
+            self._keep(key, found, started_at)
             return found
-        return await self._lead(key, read)
+        return await self._lead(key, read, started_at)
 
-    async def _lead(self, key, read) -> list[LoggedChange]:
+    async def _lead(self, key, read, started_at: float) -> list[LoggedChange]:
         """Make a read others of the same key can wait for."""
         future = asyncio.get_running_loop().create_future()
-        self._running[key] = future
+        self._running[key] = Running(future, started_at)
         try:
             found = await read
         except asyncio.CancelledError:
@@ -119,17 +131,22 @@ class SharedReads:
         finally:
             del self._running[key]
         future.set_result(found)
-        self._keep(key, found)
+        self._keep(key, found, started_at)
         return found
 
     async def ranges(
-        self, ranges: dict[int, tuple[int, int]], needed_through: dict[int, int]
+        self, ranges: dict[int, tuple[int, int]], needed_through: dict[int, int], *, subscribed_at: float
     ) -> dict[int, list[LoggedChange]]:
         """For each conversation id -> (after, up_to): its changes in that range,
         ascending. A range read moments ago that reaches `needed_through[id]`
         is reused, and so is one being read now (devices of a conversation
         coming back together ask for the same range at the same moment); the
-        rest is one query."""
+        rest is one query.
+
+        Only a read that started once the reader was subscribed
+        (`subscribed_at`, time.monotonic) can serve it: a change that
+        committed after the reader's plan but was dispatched before its
+        subscription is in no earlier read, and never reaches it live."""
         found: dict[int, list[LoggedChange]] = {}
         missing: dict[int, tuple[int, int]] = {}
         running: dict[int, asyncio.Future] = {}
@@ -137,12 +154,13 @@ class SharedReads:
             key = ("range", conversation_id, after, up_to)
             kept = self._fresh(key)
             needed = min(up_to, needed_through.get(conversation_id, up_to))
-            if kept is not None and reaches(kept, after, up_to - after, needed):
-                found[conversation_id] = kept
-            elif key in self._running:
-                # Complete whenever it started: its range ends at a last seq
-                # its reader's plan saw committed, and the log is gapless.
-                running[conversation_id] = self._running[key]
+            in_progress = self._running.get(key)
+            if kept is not None and kept[1] >= subscribed_at and reaches(kept[0], after, up_to - after, needed):
+                found[conversation_id] = kept[0]
+            elif in_progress is not None and in_progress.started_at >= subscribed_at:
+                # Complete whenever it ends: it started after this reader's plan
+                # saw its last seq committed, and the log is gapless.
+                running[conversation_id] = in_progress.future
             else:
                 missing[conversation_id] = (after, up_to)
         if missing:
@@ -160,10 +178,11 @@ class SharedReads:
     async def _lead_ranges(self, ranges: dict[int, tuple[int, int]]) -> dict[int, list[LoggedChange]]:
         """One query for these ranges, which other readers of the same ranges wait for."""
         loop = asyncio.get_running_loop()
+        started_at = time.monotonic()
         keys = {cid: ("range", cid, after, up_to) for cid, (after, up_to) in ranges.items()}
         futures = {cid: loop.create_future() for cid, key in keys.items() if key not in self._running}
         for cid, future in futures.items():
-            self._running[keys[cid]] = future
+            self._running[keys[cid]] = Running(future, started_at)
         try:
             read = await _read_ranges(ranges)
         except asyncio.CancelledError:
@@ -181,27 +200,28 @@ class SharedReads:
         found = {}
         for cid, key in keys.items():
             found[cid] = changes = read.get(cid, [])
-            self._keep(key, changes)
+            self._keep(key, changes, started_at)
             if cid in futures:
                 futures[cid].set_result(changes)
         return found
 
-    def _fresh(self, key) -> list[LoggedChange] | None:
+    def _fresh(self, key) -> tuple[list[LoggedChange], float] | None:
+        """A read of `key` kept from the last REUSE_SECONDS: (its changes, when it started)."""
         kept = self._kept.get(key)
         if kept is None:
             return None
         if kept[0] < time.monotonic():
             del self._kept[key]
             return None
-        return kept[1]
+        return kept[1], kept[2]
 
-    def _keep(self, key, changes: list[LoggedChange]) -> None:
+    def _keep(self, key, changes: list[LoggedChange], started_at: float) -> None:
         now = time.monotonic()
         if len(self._kept) >= MAX_KEPT_READS:
             self._kept = {k: v for k, v in self._kept.items() if v[0] >= now}
             if len(self._kept) >= MAX_KEPT_READS:
                 self._kept.clear()
-        self._kept[key] = (now + REUSE_SECONDS, changes)
+        self._kept[key] = (now + REUSE_SECONDS, changes, started_at)
 
 
 _per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedReads]" = weakref.WeakKeyDictionary()
@@ -222,5 +242,5 @@ async def load_changes(
     return await shared_reads().between(conversation_id, after, until=until, limit=limit, needed_through=needed_through)
 
 
-async def load_ranges(ranges: dict[int, tuple[int, int]], needed_through: dict[int, int]):
-    return await shared_reads().ranges(ranges, needed_through)
+async def load_ranges(ranges: dict[int, tuple[int, int]], needed_through: dict[int, int], *, subscribed_at: float):
+    return await shared_reads().ranges(ranges, needed_through, subscribed_at=subscribed_at)

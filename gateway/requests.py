@@ -8,6 +8,7 @@ thread, so one slow write does not hold up every other connection's.
 """
 
 import asyncio
+import time
 
 from django.conf import settings
 from django.utils import timezone
@@ -145,12 +146,14 @@ async def _sync(connection, cursors: dict[int, int]) -> dict:
     for conversation_id in set(connection.streams) - {r.conversation_id for r in plan.resumes}:
         connection.untrack(conversation_id)
     # Every stream is subscribed: one read of the log per batch of conversations
-    # now misses nothing, since whatever commits after it arrives live.
+    # now misses nothing, since whatever commits after it arrives live. (So
+    # only a read that started from now on may serve this one.)
+    subscribed_at = time.monotonic()
     last_seqs = {resume.conversation_id: resume.last_seq for resume in plan.resumes}
     for start in range(0, len(streams), SYNC_READ_BATCH):
         batch = streams[start : start + SYNC_READ_BATCH]
         ranges = {stream.conversation_id: stream.first_read() for stream in batch}
-        changes = await load_ranges(ranges, last_seqs)
+        changes = await load_ranges(ranges, last_seqs, subscribed_at=subscribed_at)
         for stream in batch:
             stream.start(changes.get(stream.conversation_id, []))
     await connection.release_held()

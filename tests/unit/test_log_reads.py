@@ -124,9 +124,9 @@ async def test_a_read_that_does_not_reach_what_the_reader_knows_is_not_reused(lo
 
 async def test_ranges_read_only_what_was_not_read_a_moment_ago(log):
     reads = SharedReads()
-    first = await reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6})
+    first = await reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6}, subscribed_at=SUBSCRIBED_BEFORE)
     assert {cid: [c.seq for c in found] for cid, found in first.items()} == {1: [1, 2], 2: [6]}
-    second = await reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1})
+    second = await reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1}, subscribed_at=SUBSCRIBED_BEFORE)
     assert {cid: [c.seq for c in found] for cid, found in second.items()} == {1: [1, 2], 3: [1]}
     assert log.range_reads == [{1: (0, 2), 2: (5, 6)}, {3: (0, 1)}]
 
@@ -134,9 +134,13 @@ async def test_ranges_read_only_what_was_not_read_a_moment_ago(log):
 async def test_a_range_read_before_the_log_grew_is_read_again(log):
     reads = SharedReads()
     log.last_seq = 1
-    assert [c.seq for c in (await reads.ranges({1: (0, 200)}, {1: 1}))[1]] == [1]
-    await reads.ranges({1: (0, 200)}, {1: 4})  # a later sync knows the log reaches 4
+    assert [c.seq for c in (await reads.ranges({1: (0, 200)}, {1: 1}, subscribed_at=SUBSCRIBED_BEFORE))[1]] == [1]
+    await reads.ranges({1: (0, 200)}, {1: 4}, subscribed_at=SUBSCRIBED_BEFORE)  # a later sync knows the log reaches 4
     assert len(log.range_reads) == 2
+
+
+# A reader subscribed before any of the reads in a test began.
+SUBSCRIBED_BEFORE = 0.0
 
 
 def seqs(found: dict) -> dict:
@@ -147,9 +151,12 @@ async def test_ranges_being_read_are_waited_for_not_read_again(log):
     """Devices of a conversation coming back together ask for its range at the same moment."""
     reads = SharedReads()
     log.gate = asyncio.Event()
-    first = asyncio.create_task(reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6}))
+    first = asyncio.create_task(reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6}, subscribed_at=SUBSCRIBED_BEFORE))
     await asyncio.sleep(0)
-    others = [asyncio.create_task(reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1})) for _ in range(2)]
+    others = [
+        asyncio.create_task(reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1}, subscribed_at=SUBSCRIBED_BEFORE))
+        for _ in range(2)
+    ]
     await asyncio.sleep(0)
     log.gate.set()
     assert seqs(await first) == {1: [1, 2], 2: [6]}
@@ -161,9 +168,9 @@ async def test_ranges_being_read_are_waited_for_not_read_again(log):
 async def test_when_the_sync_reading_a_range_stops_a_waiting_one_reads_it_itself(log):
     reads = SharedReads()
     log.gate = asyncio.Event()
-    leader = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}))
+    leader = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE))
     await asyncio.sleep(0)
-    follower = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}))
+    follower = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE))
     await asyncio.sleep(0)
     leader.cancel()
     await asyncio.sleep(0)
@@ -177,11 +184,43 @@ async def test_when_the_sync_reading_a_range_stops_a_waiting_one_reads_it_itself
 async def test_a_failed_range_read_fails_its_waiters_and_is_not_kept(log):
     reads = SharedReads()
     log.gate, log.fail = asyncio.Event(), True
-    waiting = [asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2})) for _ in range(3)]
+    waiting = [
+        asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE)) for _ in range(3)
+    ]
     await asyncio.sleep(0)
     log.gate.set()
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     log.fail, log.gate = False, None
-    assert seqs(await reads.ranges({1: (0, 2)}, {1: 2})) == {1: [1, 2]}
+    assert seqs(await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE)) == {1: [1, 2]}
     assert len(log.range_reads) == 2
+
+
+async def test_a_range_read_that_began_before_the_reader_subscribed_does_not_serve_it(log, monkeypatch):
+    """A change that committed after the reader's plan but was dispatched before
+    its subscription is in no earlier read, and never reaches the reader live."""
+    now = [100.0]
+    monkeypatch.setattr(log_reads.time, "monotonic", lambda: now[0])
+    reads = SharedReads()
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.0)
+    now[0] = 100.5
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.2)  # subscribed after that read began
+    assert len(log.range_reads) == 2
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.4)  # the second read began after: reused
+    assert len(log.range_reads) == 2
+
+
+async def test_a_range_being_read_since_before_the_reader_subscribed_is_read_again(log, monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(log_reads.time, "monotonic", lambda: now[0])
+    reads = SharedReads()
+    log.gate = asyncio.Event()
+    early = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.0))
+    await asyncio.sleep(0)
+    now[0] = 100.5
+    late = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.2))
+    along = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.5))
+    await asyncio.sleep(0)
+    log.gate.set()
+    assert [seqs(await t) for t in (early, late, along)] == [{1: [1, 2]}] * 3
+    assert len(log.range_reads) == 2  # `along` waited for the early read; `late` read for itself
