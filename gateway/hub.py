@@ -18,12 +18,13 @@ presence) is upkeep.py's; closing connections on SIGTERM is drain.py's.
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 from channels.layers import get_channel_layer
 
 from core import publish, server_loop
-from core.events import device_group, user_group
+from core.events import BATCH_KIND, device_group, user_group
 from observability import metrics
 
 from . import close_codes, drain, upkeep
@@ -61,6 +62,10 @@ class Hub:
         self.admission = Admission()
         self.user_buckets = UserBuckets()  # per-user request limits and connection counts
         self._groups: dict[str, set] = {}  # group -> local connections following it
+        # For each followed group: since when the layer has routed its messages
+        # here without a break, and the highest seq dispatched for it (`read_floor`).
+        self._routed_since: dict[str, float] = {}
+        self._dispatched_seq: dict[str, int] = {}
         self._layer_groups: LayerGroups | None = None  # the groups the hub's channel is in
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -120,6 +125,8 @@ class Hub:
         connection.groups.add(group)
         if not self.layer_down:
             await self._layer_groups.join(group)
+            if not self.layer_down and group in self._groups:
+                self._routed_since.setdefault(group, time.monotonic())
 
     def unsubscribe(self, group: str, connection) -> None:
         connection.groups.discard(group)
@@ -129,7 +136,19 @@ class Hub:
         followers.discard(connection)
         if not followers:
             del self._groups[group]
+            self._routed_since.pop(group, None)
+            self._dispatched_seq.pop(group, None)
             self._layer_groups.leave(group)
+
+    def read_floor(self, group: str) -> tuple[float | None, int]:
+        """For a connection that has just subscribed to `group`: since when (if
+        at all) the layer has routed the group's messages here without a break,
+        and the highest seq dispatched for it so far. A read of the log that
+        began after that moment and reaches that seq misses nothing the
+        connection did not get live: whatever committed after the read began
+        was dispatched here, before the subscription (so at or below the seq)
+        or after it (so to the connection)."""
+        return self._routed_since.get(group), self._dispatched_seq.get(group, 0)
 
     async def rejoin_all(self) -> None:
         """Join every group a local connection follows, again (channels-redis
@@ -185,18 +204,29 @@ class Hub:
         metrics.EVENTS_DISPATCHED.inc()
         if "published_at" in message:
             metrics.PUBLISH_DISPATCH_LATENCY.observe(metrics.since(message["published_at"]))
-        for connection in list(self._groups.get(message.get("group"), ())):
+        group = message.get("group")
+        if group in self._groups:
+            self._note_seq(group, message)
+        for connection in list(self._groups.get(group, ())):
             try:
                 await connection.deliver(message)
             except Exception:
                 logger.exception("delivering %s to device %s failed", message.get("kind"), connection.device_id)
                 self.spawn(connection.close(close_codes.INTERNAL_ERROR, "internal error"))
 
+    def _note_seq(self, group: str, message: dict) -> None:
+        seq = message.get("seq")
+        if message.get("kind") == BATCH_KIND:
+            seq = max((event.get("seq") or 0 for event in message["events"]), default=None)
+        if seq is not None and seq > self._dispatched_seq.get(group, 0):
+            self._dispatched_seq[group] = seq
+
     def layer_failed(self, doing: str, error: Exception) -> None:
         """Note a layer failure and make sure recovery is running. One line per
         outage, not a traceback per connection: the cause is the same."""
         metrics.LAYER_ERRORS.labels(doing.split()[0]).inc()
         metrics.LAYER_UP.set(0)
+        self._routed_since.clear()  # messages may have been lost, the groups forgotten
         if not self.layer_down:
             logger.warning("channel layer failed while %s (%s); live delivery paused, retrying", doing, error)
         self.layer_down = True
@@ -214,6 +244,7 @@ class Hub:
                 break
             except Exception:
                 backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+        self._routed_since = dict.fromkeys(self._groups, time.monotonic())
         self.layer_down = False
         metrics.LAYER_RECOVERIES.inc()
         metrics.LAYER_UP.set(1)

@@ -135,7 +135,12 @@ class SharedReads:
         return found
 
     async def ranges(
-        self, ranges: dict[int, tuple[int, int]], needed_through: dict[int, int], *, subscribed_at: float
+        self,
+        ranges: dict[int, tuple[int, int]],
+        needed_through: dict[int, int],
+        *,
+        subscribed_at: float,
+        routed_since: dict[int, float | None],
     ) -> dict[int, list[LoggedChange]]:
         """For each conversation id -> (after, up_to): its changes in that range,
         ascending. A range read moments ago that reaches `needed_through[id]`
@@ -143,10 +148,13 @@ class SharedReads:
         coming back together ask for the same range at the same moment); the
         rest is one query.
 
-        Only a read that started once the reader was subscribed
-        (`subscribed_at`, time.monotonic) can serve it: a change that
-        committed after the reader's plan but was dispatched before its
-        subscription is in no earlier read, and never reaches it live."""
+        A change that committed after the reader's plan and was dispatched
+        before its subscription is in no earlier read and never reaches it
+        live. So a read serves it only if it began once the reader was
+        subscribed (`subscribed_at`, time.monotonic), or once the layer routed
+        the conversation here without a break (`routed_since[id]`, see
+        Hub.read_floor) and it reaches the last seq dispatched here by the
+        subscription (which the caller puts in `needed_through`)."""
         found: dict[int, list[LoggedChange]] = {}
         missing: dict[int, tuple[int, int]] = {}
         running: dict[int, asyncio.Future] = {}
@@ -155,7 +163,9 @@ class SharedReads:
             kept = self._fresh(key)
             needed = min(up_to, needed_through.get(conversation_id, up_to))
             in_progress = self._running.get(key)
-            if kept is not None and kept[1] >= subscribed_at and reaches(kept[0], after, up_to - after, needed):
+            since = routed_since.get(conversation_id)
+            earliest = subscribed_at if since is None else min(subscribed_at, since)
+            if kept is not None and kept[1] >= earliest and reaches(kept[0], after, up_to - after, needed):
                 found[conversation_id] = kept[0]
             elif in_progress is not None and in_progress.started_at >= subscribed_at:
                 # Complete whenever it ends: it started after this reader's plan
@@ -242,5 +252,11 @@ async def load_changes(
     return await shared_reads().between(conversation_id, after, until=until, limit=limit, needed_through=needed_through)
 
 
-async def load_ranges(ranges: dict[int, tuple[int, int]], needed_through: dict[int, int], *, subscribed_at: float):
-    return await shared_reads().ranges(ranges, needed_through, subscribed_at=subscribed_at)
+async def load_ranges(
+    ranges: dict[int, tuple[int, int]],
+    needed_through: dict[int, int],
+    *,
+    subscribed_at: float,
+    routed_since: dict[int, float | None],
+):
+    return await shared_reads().ranges(ranges, needed_through, subscribed_at=subscribed_at, routed_since=routed_since)

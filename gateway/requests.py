@@ -8,6 +8,7 @@ thread, so one slow write does not hold up every other connection's.
 """
 
 import asyncio
+import math
 import time
 
 from django.conf import settings
@@ -20,6 +21,7 @@ from conversations.selectors import changes_after
 from conversations.validation import clean_non_negative_int, is_id
 from core.db import on_db_pool, on_write_threads
 from core.errors import InvalidInput, NotFound
+from core.events import conversation_group
 from delivery import services as delivery_services
 from delivery.sync import plan_sync
 from observability import metrics
@@ -146,14 +148,14 @@ async def _sync(connection, cursors: dict[int, int]) -> dict:
     for conversation_id in set(connection.streams) - {r.conversation_id for r in plan.resumes}:
         connection.untrack(conversation_id)
     # Every stream is subscribed: one read of the log per batch of conversations
-    # now misses nothing, since whatever commits after it arrives live. (So
-    # only a read that started from now on may serve this one.)
+    # now misses nothing, since whatever commits after it arrives live (and
+    # an earlier read serves only as log_reads.SharedReads.ranges says).
     subscribed_at = time.monotonic()
-    last_seqs = {resume.conversation_id: resume.last_seq for resume in plan.resumes}
+    needed_through, routed_since = _read_floors(connection.hub, plan.resumes)
     for start in range(0, len(streams), SYNC_READ_BATCH):
         batch = streams[start : start + SYNC_READ_BATCH]
         ranges = {stream.conversation_id: stream.first_read() for stream in batch}
-        changes = await load_ranges(ranges, last_seqs, subscribed_at=subscribed_at)
+        changes = await load_ranges(ranges, needed_through, subscribed_at=subscribed_at, routed_since=routed_since)
         for stream in batch:
             stream.start(changes.get(stream.conversation_id, []))
     await connection.release_held()
@@ -163,6 +165,22 @@ async def _sync(connection, cursors: dict[int, int]) -> dict:
         "reset": [r.conversation_id for r in plan.resumes if r.reset],
         "gone": plan.gone,
     }
+
+
+def _read_floors(hub, resumes) -> tuple[dict[int, int], dict[int, float | None]]:
+    """Per conversation of a sync that has just subscribed: how far a shared
+    read of its log must reach, and since when it must have begun (None: only
+    once subscribed). A stream that ends at the user's removal reads only
+    changes the plan saw committed: any read that reaches it serves."""
+    needed_through, routed_since = {}, {}
+    for resume in resumes:
+        if resume.until is not None:
+            needed_through[resume.conversation_id], routed_since[resume.conversation_id] = resume.until, -math.inf
+            continue
+        since, dispatched_seq = hub.read_floor(conversation_group(resume.conversation_id))
+        needed_through[resume.conversation_id] = max(resume.last_seq, dispatched_seq)
+        routed_since[resume.conversation_id] = since
+    return needed_through, routed_since
 
 
 async def fetch(connection, frame):

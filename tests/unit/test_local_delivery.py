@@ -73,3 +73,50 @@ async def test_the_hub_dispatches_what_it_takes_in_order():
         await asyncio.wait([hub._local_dispatcher])
     assert connection.delivered == [1, 2, 3]
     assert hub.follows("conversation.1") and not hub.follows("conversation.2")
+
+
+class FakeLayerGroups:
+    def __init__(self):
+        self.joined: list[str] = []
+
+    async def join(self, group):
+        self.joined.append(group)
+
+    def leave(self, group):
+        pass
+
+
+class Follower:
+    def __init__(self):
+        self.groups = set()
+        self.device_id = 1
+
+    async def deliver(self, message):
+        pass
+
+
+async def test_the_hub_knows_since_when_a_group_is_routed_here_and_what_it_dispatched(monkeypatch):
+    """What a sync needs to tell whether an earlier read of the log serves it (Hub.read_floor)."""
+    from gateway import hub as hub_module
+
+    now = [10.0]
+    monkeypatch.setattr(hub_module.time, "monotonic", lambda: now[0])
+    hub = Hub()
+    hub._layer_groups = FakeLayerGroups()
+    first, second = Follower(), Follower()
+    assert hub.read_floor("conversation.1") == (None, 0)
+    await hub.subscribe("conversation.1", first)
+    now[0] = 11.0
+    await hub.subscribe("conversation.1", second)  # already routed: the first join's moment stands
+    await hub.dispatch({"group": "conversation.1", "kind": "message.created", "seq": 4})
+    await hub.dispatch({"group": "conversation.1", "kind": "batch", "events": [{"seq": 6}, {"seq": 5}]})
+    await hub.dispatch({"group": "conversation.1", "kind": "typing", "seq": None})
+    assert hub.read_floor("conversation.1") == (10.0, 6)
+    hub.unsubscribe("conversation.1", first)
+    hub.unsubscribe("conversation.1", second)
+    assert hub.read_floor("conversation.1") == (None, 0)  # nobody follows it: forgotten
+
+    await hub.subscribe("conversation.1", first)
+    monkeypatch.setattr(hub, "_recover", lambda: asyncio.sleep(0))
+    hub.layer_failed("receiving", ConnectionError("redis went away"))
+    assert hub.read_floor("conversation.1")[0] is None  # messages may have been lost meanwhile

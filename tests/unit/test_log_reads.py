@@ -124,9 +124,9 @@ async def test_a_read_that_does_not_reach_what_the_reader_knows_is_not_reused(lo
 
 async def test_ranges_read_only_what_was_not_read_a_moment_ago(log):
     reads = SharedReads()
-    first = await reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6}, subscribed_at=SUBSCRIBED_BEFORE)
+    first = await reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={})
     assert {cid: [c.seq for c in found] for cid, found in first.items()} == {1: [1, 2], 2: [6]}
-    second = await reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1}, subscribed_at=SUBSCRIBED_BEFORE)
+    second = await reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={})
     assert {cid: [c.seq for c in found] for cid, found in second.items()} == {1: [1, 2], 3: [1]}
     assert log.range_reads == [{1: (0, 2), 2: (5, 6)}, {3: (0, 1)}]
 
@@ -134,8 +134,12 @@ async def test_ranges_read_only_what_was_not_read_a_moment_ago(log):
 async def test_a_range_read_before_the_log_grew_is_read_again(log):
     reads = SharedReads()
     log.last_seq = 1
-    assert [c.seq for c in (await reads.ranges({1: (0, 200)}, {1: 1}, subscribed_at=SUBSCRIBED_BEFORE))[1]] == [1]
-    await reads.ranges({1: (0, 200)}, {1: 4}, subscribed_at=SUBSCRIBED_BEFORE)  # a later sync knows the log reaches 4
+    assert [
+        c.seq for c in (await reads.ranges({1: (0, 200)}, {1: 1}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={}))[1]
+    ] == [1]
+    await reads.ranges(
+        {1: (0, 200)}, {1: 4}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={}
+    )  # a later sync knows the log reaches 4
     assert len(log.range_reads) == 2
 
 
@@ -151,10 +155,14 @@ async def test_ranges_being_read_are_waited_for_not_read_again(log):
     """Devices of a conversation coming back together ask for its range at the same moment."""
     reads = SharedReads()
     log.gate = asyncio.Event()
-    first = asyncio.create_task(reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6}, subscribed_at=SUBSCRIBED_BEFORE))
+    first = asyncio.create_task(
+        reads.ranges({1: (0, 2), 2: (5, 6)}, {1: 2, 2: 6}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={})
+    )
     await asyncio.sleep(0)
     others = [
-        asyncio.create_task(reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1}, subscribed_at=SUBSCRIBED_BEFORE))
+        asyncio.create_task(
+            reads.ranges({1: (0, 2), 3: (0, 1)}, {1: 2, 3: 1}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={})
+        )
         for _ in range(2)
     ]
     await asyncio.sleep(0)
@@ -168,9 +176,9 @@ async def test_ranges_being_read_are_waited_for_not_read_again(log):
 async def test_when_the_sync_reading_a_range_stops_a_waiting_one_reads_it_itself(log):
     reads = SharedReads()
     log.gate = asyncio.Event()
-    leader = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE))
+    leader = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={}))
     await asyncio.sleep(0)
-    follower = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE))
+    follower = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={}))
     await asyncio.sleep(0)
     leader.cancel()
     await asyncio.sleep(0)
@@ -185,14 +193,17 @@ async def test_a_failed_range_read_fails_its_waiters_and_is_not_kept(log):
     reads = SharedReads()
     log.gate, log.fail = asyncio.Event(), True
     waiting = [
-        asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE)) for _ in range(3)
+        asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={}))
+        for _ in range(3)
     ]
     await asyncio.sleep(0)
     log.gate.set()
     outcomes = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(o, RuntimeError) for o in outcomes)
     log.fail, log.gate = False, None
-    assert seqs(await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE)) == {1: [1, 2]}
+    assert seqs(await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=SUBSCRIBED_BEFORE, routed_since={})) == {
+        1: [1, 2]
+    }
     assert len(log.range_reads) == 2
 
 
@@ -202,11 +213,11 @@ async def test_a_range_read_that_began_before_the_reader_subscribed_does_not_ser
     now = [100.0]
     monkeypatch.setattr(log_reads.time, "monotonic", lambda: now[0])
     reads = SharedReads()
-    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.0)
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.0, routed_since={})
     now[0] = 100.5
-    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.2)  # subscribed after that read began
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.2, routed_since={})  # subscribed after that read began
     assert len(log.range_reads) == 2
-    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.4)  # the second read began after: reused
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.4, routed_since={})  # the second read began after: reused
     assert len(log.range_reads) == 2
 
 
@@ -215,12 +226,34 @@ async def test_a_range_being_read_since_before_the_reader_subscribed_is_read_aga
     monkeypatch.setattr(log_reads.time, "monotonic", lambda: now[0])
     reads = SharedReads()
     log.gate = asyncio.Event()
-    early = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.0))
+    early = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.0, routed_since={}))
     await asyncio.sleep(0)
     now[0] = 100.5
-    late = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.2))
-    along = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.5))
+    late = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.2, routed_since={}))
+    along = asyncio.create_task(reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.5, routed_since={}))
     await asyncio.sleep(0)
     log.gate.set()
     assert [seqs(await t) for t in (early, late, along)] == [{1: [1, 2]}] * 3
     assert len(log.range_reads) == 2  # `along` waited for the early read; `late` read for itself
+
+
+async def test_an_earlier_read_serves_where_the_layer_routed_the_conversation_here_since_before_it(log, monkeypatch):
+    """Whatever committed after such a read began was dispatched here: before
+    the subscription (so at most the seq dispatched by then, which the read
+    must reach) or after it (so to the reader)."""
+    now = [100.0]
+    monkeypatch.setattr(log_reads.time, "monotonic", lambda: now[0])
+    reads = SharedReads()
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=99.0, routed_since={})
+    now[0] = 100.5
+    routed_since_before = {1: 50.0}
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.2, routed_since=routed_since_before)
+    assert len(log.range_reads) == 1  # reused
+    await reads.ranges({1: (0, 2)}, {1: 2}, subscribed_at=100.2, routed_since={1: 100.1})  # routed after it began
+    assert len(log.range_reads) == 2
+    log.last_seq = 1
+    await reads.ranges({1: (0, 5)}, {1: 1}, subscribed_at=99.0, routed_since={})
+    now[0] = 101.0
+    # Seq 3 was dispatched here before this reader subscribed: the read of 1 does not reach it.
+    await reads.ranges({1: (0, 5)}, {1: 3}, subscribed_at=100.9, routed_since={1: 50.0})
+    assert len(log.range_reads) == 4
