@@ -15,8 +15,10 @@ knows the log goes (`needed_through`: the seq before the event a stream is
 holding, the last seq a sync's plan read) and only when the result reaches
 that far (or was cut at its limit); anyone else reads for themselves. A
 sync's range read serves another sync only if it began after that one had
-subscribed: a change committed between the other's plan and its
-subscription, and dispatched before it, reaches it only through a read. A
+subscribed, or after the layer began routing the conversation here (and it
+reaches what was dispatched here by then): a change committed between the
+other's plan and its subscription, and dispatched before it, reaches it
+only through a read. A
 delete redacts earlier bodies in place: a read made moments before one can be
 served up to REUSE_SECONDS after it, and its device then gets the delete too.
 """
