@@ -96,7 +96,9 @@ async def test_a_redis_outage_closes_no_connection_and_loses_nothing(server_on_p
     async def keep_sending(stop: asyncio.Event) -> None:
         while not stop.is_set():
             await send_one()
-            await asyncio.sleep(0.02)
+            # 25 a second, under WS_RATE_PER_CONNECTION (30): faster, a quick
+            # server would answer `rate_limited` once the burst was spent.
+            await asyncio.sleep(0.04)
 
     stop = asyncio.Event()
     sending = asyncio.create_task(keep_sending(stop))
