@@ -142,8 +142,7 @@ class Outbound:
         `hello`, not kept among the prepared ones); the bytes written. 0 when
         there is no open protocol to send on (another server, or the socket is
         closing): the caller uses the ASGI send."""
-        protocol = self.protocol
-        if protocol is None or getattr(protocol, "state", None) != getattr(protocol, "STATE_OPEN", object()):
+        if not _is_open(self.protocol):
             return 0
         window_bits = self.window_bits
         if self._context is not None:
@@ -195,8 +194,7 @@ class Outbound:
 
     def _uncork(self) -> None:
         frames, self._corked = self._corked, []
-        protocol = self.protocol
-        if frames and protocol is not None and getattr(protocol, "state", None) == getattr(protocol, "STATE_OPEN", ()):
+        if frames and _is_open(self.protocol):
             self._write(b"".join(frames))
 
     @contextlib.contextmanager
@@ -215,6 +213,11 @@ class Outbound:
             yield
         finally:
             self._context = None
+
+
+def _is_open(protocol) -> bool:
+    """Daphne's protocol is there and its WebSocket open (not closing)."""
+    return protocol is not None and getattr(protocol, "state", None) == getattr(protocol, "STATE_OPEN", object())
 
 
 def _direct(protocol) -> bool:
