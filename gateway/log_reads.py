@@ -84,10 +84,17 @@ class Running(NamedTuple):
     started_at: float
 
 
+class Kept(NamedTuple):
+    """A read made moments ago: its changes, when it started and until when it is kept."""
+
+    changes: list[LoggedChange]
+    started_at: float
+    until: float
+
+
 class SharedReads:
     def __init__(self):
-        # key -> (kept until, the changes, when the read started)
-        self._kept: dict[tuple, tuple[float, list[LoggedChange], float]] = {}
+        self._kept: dict[tuple, Kept] = {}
         self._running: dict[tuple, Running] = {}
 
     async def between(
@@ -97,8 +104,8 @@ class SharedReads:
         key = ("between", conversation_id, after, until, limit)
         if needed_through is not None:
             kept = self._fresh(key)
-            if kept is not None and reaches(kept[0], after, limit, needed_through):
-                return kept[0]
+            if kept is not None and reaches(kept.changes, after, limit, needed_through):
+                return kept.changes
             running = self._running.get(key)
             if running is not None:
                 try:
@@ -167,8 +174,8 @@ class SharedReads:
             in_progress = self._running.get(key)
             since = routed_since.get(conversation_id)
             earliest = subscribed_at if since is None else min(subscribed_at, since)
-            if kept is not None and kept[1] >= earliest and reaches(kept[0], after, up_to - after, needed):
-                found[conversation_id] = kept[0]
+            if kept is not None and kept.started_at >= earliest and reaches(kept.changes, after, up_to - after, needed):
+                found[conversation_id] = kept.changes
             elif in_progress is not None and in_progress.started_at >= subscribed_at:
                 # Complete whenever it ends: it started after this reader's plan
                 # saw its last seq committed, and the log is gapless.
@@ -217,23 +224,23 @@ class SharedReads:
                 futures[cid].set_result(changes)
         return found
 
-    def _fresh(self, key) -> tuple[list[LoggedChange], float] | None:
-        """A read of `key` kept from the last REUSE_SECONDS: (its changes, when it started)."""
+    def _fresh(self, key) -> Kept | None:
+        """The read of `key` made within the last REUSE_SECONDS, if any."""
         kept = self._kept.get(key)
         if kept is None:
             return None
-        if kept[0] < time.monotonic():
+        if kept.until < time.monotonic():
             del self._kept[key]
             return None
-        return kept[1], kept[2]
+        return kept
 
     def _keep(self, key, changes: list[LoggedChange], started_at: float) -> None:
         now = time.monotonic()
         if len(self._kept) >= MAX_KEPT_READS:
-            self._kept = {k: v for k, v in self._kept.items() if v[0] >= now}
+            self._kept = {k: v for k, v in self._kept.items() if v.until >= now}
             if len(self._kept) >= MAX_KEPT_READS:
                 self._kept.clear()
-        self._kept[key] = (now + REUSE_SECONDS, changes, started_at)
+        self._kept[key] = Kept(changes, started_at, now + REUSE_SECONDS)
 
 
 _per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedReads]" = weakref.WeakKeyDictionary()
