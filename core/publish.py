@@ -218,12 +218,10 @@ async def _send_to_groups(messages: list[tuple[str, dict]], what: str) -> None:
     try:
         if hasattr(layer, "group_send_many"):
             hub = _local_hubs.get(asyncio.get_running_loop())
-            if hub is None:
-                await outbox_for(layer).send(messages)
-            else:
+            if hub is not None:
                 # Taken first: the hub's devices need not wait for the round trip.
                 hub.take([message for group, message in messages if hub.follows(group)])
-                await outbox_for(layer, skip_channel=hub.channel).send(messages)
+            await outbox_for(layer, skip_channel=hub.channel if hub is not None else None).send(messages)
         else:
             for group, message in messages:
                 await layer.group_send(group, message)
