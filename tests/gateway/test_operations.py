@@ -272,13 +272,21 @@ async def test_the_listener_serves_its_own_metrics(server, account, tmp_path, mo
         cid, alice, _, phone = await room(server, account)
         await sql_insert(cid, alice.pk, "written with psql")
         await phone.received(lambda f: f["type"] == "event" and f.get("seq") == 2)
-        status, _, body = await http_get(port, "/metrics")
-        assert status == 200
-        samples = {
-            sample.name: sample.value
-            for family in text_string_to_metric_families(body.decode())
-            for sample in family.samples
-        }
+        # The listener counts a change once its publish has returned, and the
+        # phone may have the event (or the server's reconciliation may have
+        # given it) a moment before: read until the count is there.
+        deadline = time.monotonic() + 10
+        while True:
+            status, _, body = await http_get(port, "/metrics")
+            assert status == 200
+            samples = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(body.decode())
+                for sample in family.samples
+            }
+            if samples["realtime_listener_changes_published_total"] >= 1 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)  # polling the listener, not waiting for time to pass
         assert samples["realtime_listener_notifications_total"] >= 1
         assert samples["realtime_listener_changes_published_total"] >= 1
         assert samples["realtime_listener_lag_seconds_count"] >= 1
