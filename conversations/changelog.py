@@ -18,6 +18,7 @@ import json
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.db import transaction
 
@@ -262,7 +263,18 @@ def redact_logged_bodies(message_id: int) -> None:
             change.save(update_fields=["payload"])
 
 
-def change_event(change: Change) -> Event:
+class ChangeFacts(NamedTuple):
+    """What a change's event and its routing need, for a writer that has them
+    without a Change instance (the send statement on the event loop, which
+    would otherwise build a model only to read these four fields back)."""
+
+    conversation_id: int
+    seq: int
+    kind: str
+    payload: dict
+
+
+def change_event(change: Change | ChangeFacts) -> Event:
     return Event(
         kind=change.kind,
         conversation_id=change.conversation_id,
@@ -285,7 +297,7 @@ def event_meta(kind: str, payload: dict) -> dict:
     return {"user_id": user["id"]} if user else {}
 
 
-def users_told_directly(change: Change) -> list[int]:
+def users_told_directly(change: Change | ChangeFacts) -> list[int]:
     """Users who must hear of a change even though they may not follow the
     conversation (yet, or any more): the members of a new conversation, a
     member just added or removed."""
@@ -296,7 +308,7 @@ def users_told_directly(change: Change) -> list[int]:
     return []
 
 
-def groups_of(change: Change) -> list[str]:
+def groups_of(change: Change | ChangeFacts) -> list[str]:
     """The channel-layer groups a change goes to: the one routing rule, used by
     the services' publishing and by the plain-SQL listener alike."""
     return [conversation_group(change.conversation_id), *(user_group(u) for u in users_told_directly(change))]

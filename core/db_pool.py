@@ -26,11 +26,11 @@ from psycopg_pool import ConnectionPool
 def check_connection(connection) -> None:
     """Return quietly if the connection looks usable, raise if it is not
     (psycopg_pool's `check` contract)."""
-    if connection.closed or _has_input(connection):
+    if connection.closed or has_input(connection):
         ConnectionPool.check_connection(connection)
 
 
-def _has_input(connection) -> bool:
+def has_input(connection) -> bool:
     """Whether an idle connection's socket has anything to read (a notice, an
     error, the end of the stream): nothing should come unasked. poll, not
     select: a server process has thousands of sockets, and select refuses a

@@ -91,13 +91,28 @@ def publish_in_line_after(conversation_id: int) -> Iterator[Callable[[Event, lis
     to call once the statement has succeeded. It publishes at commit: at once
     outside a transaction, else when the caller's transaction commits. Not
     called, the place is given up when the block ends."""
+    with _in_line_before_statement(conversation_id, transaction.on_commit) as publish:
+        yield publish
+
+
+@contextmanager
+def publish_in_line_after_autocommit(conversation_id: int) -> Iterator[Callable[[Event, list[str]], None]]:
+    """`publish_in_line_after` for a statement run outside Django's transactions
+    (on the event loop's own connections, core/loop_db.py): it has committed
+    when it returns, so `publish` publishes at once."""
+    with _in_line_before_statement(conversation_id, lambda hook: hook()) as publish:
+        yield publish
+
+
+@contextmanager
+def _in_line_before_statement(conversation_id: int, at_commit: Callable[[Callable[[], None]], None]):
     place = conversation_lines.take_place(conversation_id, before_lock=True)
     called = False
 
     def publish(event: Event, groups: list[str]) -> None:
         nonlocal called
         called = True
-        transaction.on_commit(OnCommitHook(conversation_lines, place, lambda: (event.at_commit(time.time()), groups)))
+        at_commit(OnCommitHook(conversation_lines, place, lambda: (event.at_commit(time.time()), groups)))
 
     try:
         yield publish
@@ -108,8 +123,10 @@ def publish_in_line_after(conversation_id: int) -> Iterator[Callable[[Event, lis
 
 def _hand_over(item: tuple[Event, list[str]], done: Future) -> None:
     """Start publishing the next change of a conversation (called in seq order,
-    under the lines' lock). On a server's loop its publish waits there for
-    the one before; elsewhere (a command, a test) it is published right here."""
+    under the lines' lock). On a loop, the server's (handed there from a
+    database thread) or the one this runs on (a send on the loop's own
+    connection), its publish waits there for the one before; elsewhere (a
+    command, a test) it is published right here."""
     event, groups = item
     loop = server_loop.get()
     if loop is not None and loop.is_running() and not server_loop.on_this_thread(loop):
@@ -118,10 +135,20 @@ def _hand_over(item: tuple[Event, list[str]], done: Future) -> None:
             return
         except RuntimeError:  # the loop closed just now: publish as without one
             pass
+    if _running_loop() is not None:  # filled on a loop (a send on its own connection): publish there
+        _publish_in_turn(event, groups, done)
+        return
     try:
         send_now(event, groups)
     finally:
         done.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 conversation_lines = PublishLines(_hand_over, stale_after=PUBLISH_TIMEOUT_SECONDS, order_of=lambda item: item[0].seq)

@@ -48,7 +48,7 @@ async def ping(connection, frame):
 
 
 async def send(connection, frame):
-    result = await on_write_threads(conversation_services.send_message)(
+    result = await conversation_services.send_message_async(
         sender=connection.device.user,
         conversation_id=conversation_id_of(frame),
         client_msg_id=frame.get("client_msg_id"),

@@ -159,6 +159,9 @@ DATABASES = {"default": database_from_env()}
 # device waits on: send, edit, delete, read and delivered receipts. The rest of
 # the gateway's database work shares the event loop's default thread pool.
 DB_WRITE_THREADS = env.int("DB_WRITE_THREADS", default=4)
+# Connections of the event loop itself, per process, for the send's one
+# statement on PostgreSQL (core/loop_db.py); 0: sends use the write threads.
+DB_LOOP_CONNECTIONS = env.int("DB_LOOP_CONNECTIONS", default=4)
 
 # The cyclic garbage collector of a server process (core/gc_tuning.py): what
 # start-up made is frozen out of every collection, and the youngest

@@ -19,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from rest_framework.test import APIClient
 
+from core import loop_db
 from devices.services import issue_device
 
 _usernames = itertools.count(1)
@@ -93,9 +94,11 @@ def _require_services(request):
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
-    """Close psycopg pools before the test database is dropped: pooled
-    connections would otherwise keep it "being accessed by other users"."""
+    """Close psycopg pools (and the event loops' own connections) before the
+    test database is dropped: their connections would otherwise keep it
+    "being accessed by other users"."""
     yield
+    loop_db.close_all()
     with django_db_blocker.unblock():
         for connection in connections.all():
             if getattr(connection, "pool", None) is not None:

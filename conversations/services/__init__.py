@@ -12,7 +12,7 @@ them alone. An ORM write made anywhere else is logged by those receivers.
 
 from .conversations import create_conversation, rename_conversation
 from .members import add_member, remove_member
-from .messages import SendResult, delete_message, edit_message, send_message
+from .messages import SendResult, delete_message, edit_message, send_message, send_message_async
 
 __all__ = [
     "SendResult",
@@ -23,4 +23,5 @@ __all__ = [
     "remove_member",
     "rename_conversation",
     "send_message",
+    "send_message_async",
 ]

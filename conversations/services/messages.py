@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from django.db import IntegrityError
 from django.utils import timezone
 
+from core import loop_db
+from core.db import on_write_threads
 from core.errors import (
     ClientMsgIdConflict,
     InvalidInput,
@@ -42,12 +44,46 @@ class SendResult:
 
 
 def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_id=None, device=None) -> SendResult:
+    message = _new_message(sender, conversation_id, client_msg_id, body, reply_to_id, device)
+    try:
+        if send_statement.available():
+            send_statement.send(message)
+        else:
+            _send(message)
+        return SendResult(message=message, created=True)
+    except IntegrityError as error:
+        return _earlier_send(message, error)
+
+
+async def send_message_async(
+    *, sender, conversation_id: int, client_msg_id, body, reply_to_id=None, device=None
+) -> SendResult:
+    """`send_message` for the event loop: on PostgreSQL its statement runs on
+    the loop's own connections (core/loop_db.py), else on the write threads."""
+    if not loop_db.enabled():
+        return await on_write_threads(send_message)(
+            sender=sender,
+            conversation_id=conversation_id,
+            client_msg_id=client_msg_id,
+            body=body,
+            reply_to_id=reply_to_id,
+            device=device,
+        )
+    message = _new_message(sender, conversation_id, client_msg_id, body, reply_to_id, device)
+    try:
+        await send_statement.send_on_loop(message)
+        return SendResult(message=message, created=True)
+    except IntegrityError as error:
+        return await on_write_threads(_earlier_send)(message, error)
+
+
+def _new_message(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> Message:
+    """The row to store, its input checked; each way of storing it sets its seq (and its id)."""
     client_msg_id = clean_client_msg_id(client_msg_id)
     body = clean_body(body)
     if reply_to_id is not None and not is_id(reply_to_id):
         raise InvalidInput("reply_to must be a message id.", field="reply_to")
-    # The row to store; each way of storing it sets its seq (and its id).
-    message = Message(
+    return Message(
         conversation_id=conversation_id,
         sender=sender,
         sender_device=device,
@@ -55,19 +91,15 @@ def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_
         body=body,
         reply_to_id=reply_to_id,
     )
-    try:
-        if send_statement.available():
-            send_statement.send(message)
-        else:
-            _send(message)
-        return SendResult(message=message, created=True)
-    except IntegrityError:
-        # A retry: (sender, client_msg_id) is unique, so the first send's row
-        # refused this one and the whole transaction, seq included, rolled back.
-        original = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
-        if original is None:
-            raise
-        return _retry_result(original, conversation_id)
+
+
+def _earlier_send(message: Message, error: IntegrityError) -> SendResult:
+    """A retry: (sender, client_msg_id) is unique, so the first send's row
+    refused this one and the whole transaction, seq included, rolled back."""
+    original = Message.objects.filter(sender=message.sender, client_msg_id=message.client_msg_id).first()
+    if original is None:
+        raise error
+    return _retry_result(original, message.conversation_id)
 
 
 @logged_by_caller()

@@ -153,6 +153,21 @@ class RowLock:
                 assert time.monotonic() < deadline, "the server's write never reached the locked row"
                 await asyncio.sleep(0.02)  # polling the database, not waiting for time to pass
 
+    async def wait_for_no_statement(self, timeout: float = 10) -> None:
+        """Until no other session of this database runs a statement (the
+        write that waited for the row has committed or rolled back)."""
+        async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as probe:
+            deadline = time.monotonic() + timeout
+            while True:
+                cursor = await probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state = 'active' AND pid <> pg_backend_pid()"
+                )
+                if (await cursor.fetchone())[0] == 0:
+                    return
+                assert time.monotonic() < deadline, "the server's write is still running"
+                await asyncio.sleep(0.02)  # polling the database, not waiting for time to pass
+
     async def release(self) -> None:
         if self.conn is not None and not self.conn.closed:
             await self.conn.commit()
@@ -386,9 +401,10 @@ async def test_a_send_cut_off_by_the_grace_period_stays_single_and_the_server_st
 ):
     """A send still waiting on the database when the grace period ends gets no
     reply and the connection is closed; the process then stops its event loop
-    and waits for that write. Once the write is done the process must exit, and
-    whether the send committed or not, retrying it on a new server with the same
-    client_msg_id leaves exactly one message."""
+    and exits (a write on a thread is waited for; the send's statement on the
+    loop's own connection finishes in PostgreSQL without it, committing or
+    not). Whether the send committed or not, retrying it on a new server with
+    the same client_msg_id leaves exactly one message."""
     alice = await database_sync_to_async(make_user)()
     _, token = await database_sync_to_async(make_device)(alice, "phone")
     chat, _ = await database_sync_to_async(create_conversation)(creator=alice, kind="group")
@@ -414,6 +430,7 @@ async def test_a_send_cut_off_by_the_grace_period_stays_single_and_the_server_st
         await _until_event_loop_stopped(first)
         await lock.release()
         exit_failure = await _exit_or_stacks(first, CUT_OFF_EXIT_TIMEOUT)
+        await lock.wait_for_no_statement()  # the cut-off statement has ended, whoever waited for it
 
         stored = (await _messages_by_client_msg_id(alice, ["cut-1"])).get("cut-1")
         second = await asyncio.to_thread(ServerProcess().start)
