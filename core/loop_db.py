@@ -24,6 +24,7 @@ the tests, before their database is dropped).
 
 import asyncio
 import atexit
+import functools
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,7 +41,14 @@ class NoConnection(utils.OperationalError):
 
 
 def enabled() -> bool:
-    return settings.DB_LOOP_CONNECTIONS > 0 and connections["default"].vendor == "postgresql"
+    return settings.DB_LOOP_CONNECTIONS > 0 and _default_is_postgresql()
+
+
+@functools.cache
+def _default_is_postgresql() -> bool:
+    """Asked once: the lookup of the loop thread's connection handler costs
+    more than the send's own Python around its statement."""
+    return connections["default"].vendor == "postgresql"
 
 
 @asynccontextmanager

@@ -56,13 +56,12 @@ async def send(connection, frame):
         reply_to_id=frame.get("reply_to"),
         device=connection.device,
     )
-    message = result.message
-    await connection.typing.stop(message.conversation_id)
+    await connection.typing.stop(result.conversation_id)
     return {
-        "conversation_id": message.conversation_id,
-        "message_id": message.pk,
-        "seq": message.seq,
-        "client_msg_id": message.client_msg_id,
+        "conversation_id": result.conversation_id,
+        "message_id": result.message_id,
+        "seq": result.seq,
+        "client_msg_id": result.client_msg_id,
         "duplicate": not result.created,
     }
 

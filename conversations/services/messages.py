@@ -7,6 +7,7 @@ tombstone in the log and wins over any later edit.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.db import IntegrityError
 from django.utils import timezone
@@ -43,47 +44,25 @@ class SendResult:
     created: bool  # False when this was a retry of an earlier send
 
 
+class Sent(NamedTuple):
+    """What the gateway tells a sender of its send (`send_message_async`): no
+    model instance is built for it on the event loop."""
+
+    conversation_id: int
+    message_id: int
+    seq: int
+    client_msg_id: str
+    created: bool  # False when this was a retry of an earlier send
+
+    @classmethod
+    def of(cls, result: SendResult) -> "Sent":
+        message = result.message
+        return cls(message.conversation_id, message.pk, message.seq, message.client_msg_id, result.created)
+
+
 def send_message(*, sender, conversation_id: int, client_msg_id, body, reply_to_id=None, device=None) -> SendResult:
-    message = _new_message(sender, conversation_id, client_msg_id, body, reply_to_id, device)
-    try:
-        if send_statement.available():
-            send_statement.send(message)
-        else:
-            _send(message)
-        return SendResult(message=message, created=True)
-    except IntegrityError as error:
-        return _earlier_send(message, error)
-
-
-async def send_message_async(
-    *, sender, conversation_id: int, client_msg_id, body, reply_to_id=None, device=None
-) -> SendResult:
-    """`send_message` for the event loop: on PostgreSQL its statement runs on
-    the loop's own connections (core/loop_db.py), else on the write threads."""
-    if not loop_db.enabled():
-        return await on_write_threads(send_message)(
-            sender=sender,
-            conversation_id=conversation_id,
-            client_msg_id=client_msg_id,
-            body=body,
-            reply_to_id=reply_to_id,
-            device=device,
-        )
-    message = _new_message(sender, conversation_id, client_msg_id, body, reply_to_id, device)
-    try:
-        await send_statement.send_on_loop(message)
-        return SendResult(message=message, created=True)
-    except IntegrityError as error:
-        return await on_write_threads(_earlier_send)(message, error)
-
-
-def _new_message(sender, conversation_id, client_msg_id, body, reply_to_id, device) -> Message:
-    """The row to store, its input checked; each way of storing it sets its seq (and its id)."""
-    client_msg_id = clean_client_msg_id(client_msg_id)
-    body = clean_body(body)
-    if reply_to_id is not None and not is_id(reply_to_id):
-        raise InvalidInput("reply_to must be a message id.", field="reply_to")
-    return Message(
+    client_msg_id, body = _checked(client_msg_id, body, reply_to_id)
+    message = Message(
         conversation_id=conversation_id,
         sender=sender,
         sender_device=device,
@@ -91,15 +70,62 @@ def _new_message(sender, conversation_id, client_msg_id, body, reply_to_id, devi
         body=body,
         reply_to_id=reply_to_id,
     )
+    try:
+        if send_statement.available():
+            send_statement.send(message)
+        else:
+            _send(message)
+        return SendResult(message=message, created=True)
+    except IntegrityError as error:
+        return _earlier_send(sender, conversation_id, client_msg_id, error)
 
 
-def _earlier_send(message: Message, error: IntegrityError) -> SendResult:
+async def send_message_async(
+    *, sender, conversation_id: int, client_msg_id, body, reply_to_id=None, device=None
+) -> Sent:
+    """`send_message` for the event loop: on PostgreSQL its statement runs on
+    the loop's own connections (core/loop_db.py), else on the write threads."""
+    if not loop_db.enabled():
+        result = await on_write_threads(send_message)(
+            sender=sender,
+            conversation_id=conversation_id,
+            client_msg_id=client_msg_id,
+            body=body,
+            reply_to_id=reply_to_id,
+            device=device,
+        )
+        return Sent.of(result)
+    client_msg_id, body = _checked(client_msg_id, body, reply_to_id)
+    try:
+        message_id, seq = await send_statement.send_on_loop(
+            conversation_id=conversation_id,
+            sender_id=sender.pk,
+            device_id=device.pk if device is not None else None,
+            client_msg_id=client_msg_id,
+            body=body,
+            reply_to_id=reply_to_id,
+        )
+        return Sent(conversation_id, message_id, seq, client_msg_id, True)
+    except IntegrityError as error:
+        return Sent.of(await on_write_threads(_earlier_send)(sender, conversation_id, client_msg_id, error))
+
+
+def _checked(client_msg_id, body, reply_to_id) -> tuple[str, str]:
+    """A send's input checked: its client_msg_id and body, cleaned."""
+    client_msg_id = clean_client_msg_id(client_msg_id)
+    body = clean_body(body)
+    if reply_to_id is not None and not is_id(reply_to_id):
+        raise InvalidInput("reply_to must be a message id.", field="reply_to")
+    return client_msg_id, body
+
+
+def _earlier_send(sender, conversation_id: int, client_msg_id: str, error: IntegrityError) -> SendResult:
     """A retry: (sender, client_msg_id) is unique, so the first send's row
     refused this one and the whole transaction, seq included, rolled back."""
-    original = Message.objects.filter(sender=message.sender, client_msg_id=message.client_msg_id).first()
+    original = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
     if original is None:
         raise error
-    return _retry_result(original, message.conversation_id)
+    return _retry_result(original, conversation_id)
 
 
 @logged_by_caller()

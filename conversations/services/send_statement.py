@@ -20,6 +20,7 @@ import json
 from contextlib import nullcontext
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from core import loop_db
 from core.errors import InvalidInput, NotFound
@@ -43,54 +44,56 @@ def send(message: Message) -> None:
     the ORM send does: NotFound for a conversation that does not exist or of
     which the sender is not an active member, InvalidInput for a reply_to
     outside it, IntegrityError for a client_msg_id the sender used before."""
-    arguments = _arguments(message)
-    with publish_in_line_after(message.conversation_id) as publish:
-        _stored(message, _call(arguments), connection.alias, publish)
-
-
-async def send_on_loop(message: Message) -> None:
-    """`send` on the running loop's own connection (core/loop_db.py), outside
-    any transaction: the statement commits by itself, and its change is
-    published as it returns. It runs to the end even if the caller is
-    cancelled (a device that went away): a committed send is published."""
-    arguments = _arguments(message)
-    await asyncio.shield(asyncio.ensure_future(_send_on_loop(message, arguments)))
-
-
-async def _send_on_loop(message: Message, arguments: list) -> None:
-    with publish_in_line_after_autocommit(message.conversation_id) as publish:
-        async with loop_db.connection() as conn:
-            cursor = await conn.execute(_SEND_SQL, arguments)
-            row = await cursor.fetchone()
-        _stored(message, row, "default", publish)
-
-
-def _arguments(message: Message) -> list:
-    if not is_id(message.conversation_id):
-        raise NotFound("Conversation not found.")
-    return [
-        message.conversation_id,
+    conversation_id = message.conversation_id
+    arguments = _arguments(
+        conversation_id,
         message.sender_id,
         message.sender_device_id,
         message.client_msg_id,
         message.body,
         message.reply_to_id,
         message.created_at,
-    ]
+    )
+    with publish_in_line_after(conversation_id) as publish:
+        message.pk, message.seq = _stored(conversation_id, _call(arguments), publish)
+        message._state.adding = False  # stored, as after the ORM's save()
+        message._state.db = connection.alias
 
 
-def _stored(message: Message, row: tuple, alias: str, publish) -> None:
-    """Take the statement's `row` into `message` and publish its change, or
-    raise the refusal it reports."""
+async def send_on_loop(
+    *, conversation_id, sender_id: int, device_id: int | None, client_msg_id: str, body: str, reply_to_id
+) -> tuple[int, int]:
+    """`send` on the running loop's own connection (core/loop_db.py), outside
+    any transaction, from the message's fields: its (id, seq). The statement
+    commits by itself, and its change is published as it returns. It runs to
+    the end even if the caller is cancelled (a device that went away): a
+    committed send is published."""
+    arguments = _arguments(conversation_id, sender_id, device_id, client_msg_id, body, reply_to_id, timezone.now())
+    return await asyncio.shield(asyncio.ensure_future(_send_on_loop(conversation_id, arguments)))
+
+
+async def _send_on_loop(conversation_id: int, arguments: list) -> tuple[int, int]:
+    with publish_in_line_after_autocommit(conversation_id) as publish:
+        async with loop_db.connection() as conn:
+            cursor = await conn.execute(_SEND_SQL, arguments)
+            row = await cursor.fetchone()
+        return _stored(conversation_id, row, publish)
+
+
+def _arguments(conversation_id, *fields) -> list:
+    if not is_id(conversation_id):
+        raise NotFound("Conversation not found.")
+    return [conversation_id, *fields]
+
+
+def _stored(conversation_id: int, row: tuple, publish) -> tuple[int, int]:
+    """The stored message's (id, seq) from the statement's `row`, its change
+    published; or the refusal the row reports, raised."""
     outcome, message_id, seq, payload = row
     if outcome != "sent":
         if outcome == "bad_reply_to":
             raise InvalidInput("reply_to is not a message of this conversation.", field="reply_to")
         raise NotFound("Conversation not found.")  # none, or the sender is not a member: the same answer
-    conversation_id = message.conversation_id
-    message.pk, message.seq = message_id, seq
-    message._state.adding = False  # stored, as after the ORM's save()
-    message._state.db = alias
     change = ChangeFacts(
         conversation_id,
         seq,
@@ -100,6 +103,7 @@ def _stored(message: Message, row: tuple, alias: str, publish) -> None:
         json.loads(payload) if isinstance(payload, str) else payload,
     )
     publish(change_event(change), groups_of(change))
+    return message_id, seq
 
 
 def _call(arguments: list) -> tuple:
