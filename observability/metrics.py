@@ -163,6 +163,18 @@ LAYER_RECOVERIES = counter("realtime_layer_recoveries_total", "Times the hub fou
 LAYER_UP = gauge("realtime_layer_up", "1 while the hub's channel layer answers, 0 during an outage.")
 DRAINING = gauge("realtime_draining", "1 once the process got SIGTERM and is closing its connections.")
 
+# The event loop's own PostgreSQL connections, for sends (core/loop_db.py)
+
+DB_LOOP_CONNECTIONS = gauge("realtime_db_loop_connections", "PostgreSQL connections the event loop holds for sends.")
+DB_LOOP_IN_USE = gauge("realtime_db_loop_connections_in_use", "Connections of the event loop running a send now.")
+DB_LOOP_WAITS = counter("realtime_db_loop_waits_total", "Sends that waited for a connection of the event loop.")
+DB_LOOP_ERRORS = counter(
+    "realtime_db_loop_errors_total", "Sends that got no connection of the event loop within DB_POOL_TIMEOUT."
+)
+DB_LOOP_LOST = counter(
+    "realtime_db_loop_connections_lost_total", "Connections of the event loop found broken and closed."
+)
+
 # State broadcasts
 
 BROADCASTS = counter(

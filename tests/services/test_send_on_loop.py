@@ -8,6 +8,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 from django.db import IntegrityError, connection
+from prometheus_client import REGISTRY
 
 import core.publish
 from conversations.models import Change, Message
@@ -157,9 +158,11 @@ async def test_a_connection_the_server_ended_is_replaced_before_a_send(chat):
             break
         await asyncio.sleep(0.01)
 
+    lost = metric("realtime_db_loop_connections_lost_total")
     result = await send_on_loop(conversation, alice, client_msg_id="after")
     assert result.created and result.seq == 3
     assert conn.closed
+    assert metric("realtime_db_loop_connections_lost_total") == lost + 1
     (replacement,) = loop_db._of_running_loop().idle
     assert replacement.info.backend_pid != backend
 
@@ -170,17 +173,25 @@ def _terminate(backend_pid):
         assert cursor.fetchone() == (True,)
 
 
+def metric(name):
+    return REGISTRY.get_sample_value(name) or 0
+
+
 async def test_loop_connections_are_bounded_and_waited_for():
+    waits, errors = metric("realtime_db_loop_waits_total"), metric("realtime_db_loop_errors_total")
     connections = loop_db.LoopConnections(size=2, timeout=0.2)
     first, second = await connections.take(), await connections.take()
     with pytest.raises(loop_db.NoConnection):
         await connections.take()
+    assert (metric("realtime_db_loop_waits_total"), metric("realtime_db_loop_errors_total")) == (waits + 1, errors + 1)
     waiting = asyncio.ensure_future(connections.take())
     await asyncio.sleep(0)
     connections.give_back(first)
     assert await waiting is first, "a connection given back goes to the next in line"
+    held = metric("realtime_db_loop_connections")
     connections.close()
     assert first.closed and second.closed
+    assert metric("realtime_db_loop_connections") == held - 2
 
 
 async def test_errors_come_out_as_djangos_and_the_connection_stays_usable():
