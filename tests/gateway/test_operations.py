@@ -11,6 +11,7 @@ import urllib.request
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from conversations.services import create_conversation
@@ -103,6 +104,11 @@ async def test_a_send_moves_the_counters_and_its_deliveries_the_latency_histogra
     # In seconds: a local delivery takes well under 5 s.
     assert delta("realtime_delivery_latency_seconds_bucket", le="5.0") == 2
     assert value(after, "realtime_connections_open") >= 2
+    # On PostgreSQL the send ran on a connection of the server's event loop
+    # (core/loop_db.py), given back since; on SQLite, on the write threads.
+    loop_connections = value(after, "realtime_db_loop_connections")
+    assert loop_connections >= 1 if connection.vendor == "postgresql" else loop_connections == 0
+    assert value(after, "realtime_db_loop_connections_in_use") == 0
 
     errors_before = value(after, "realtime_requests_total", type="send", outcome="not_found")
     reply = await sender.request("send", conversation_id=10**9, client_msg_id="m2", body="nowhere")
