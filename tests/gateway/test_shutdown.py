@@ -141,37 +141,41 @@ class RowLock:
 
     async def wait_for_waiter(self, timeout: float = 10) -> None:
         """Until another session is blocked on a lock in this database."""
-        async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as probe:
-            deadline = time.monotonic() + timeout
-            while True:
-                cursor = await probe.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-                if (await cursor.fetchone())[0] > 0:
-                    return
-                assert time.monotonic() < deadline, "the server's write never reached the locked row"
-                await asyncio.sleep(0.02)  # polling the database, not waiting for time to pass
+        await _until_sessions(
+            "wait_event_type = 'Lock'",
+            lambda count: count > 0,
+            "the server's write never reached the locked row",
+            timeout,
+        )
 
     async def wait_for_no_statement(self, timeout: float = 10) -> None:
         """Until no other session of this database runs a statement (the
         write that waited for the row has committed or rolled back)."""
-        async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as probe:
-            deadline = time.monotonic() + timeout
-            while True:
-                cursor = await probe.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND state = 'active' AND pid <> pg_backend_pid()"
-                )
-                if (await cursor.fetchone())[0] == 0:
-                    return
-                assert time.monotonic() < deadline, "the server's write is still running"
-                await asyncio.sleep(0.02)  # polling the database, not waiting for time to pass
+        await _until_sessions(
+            "state = 'active' AND pid <> pg_backend_pid()",
+            lambda count: count == 0,
+            "the server's write is still running",
+            timeout,
+        )
 
     async def release(self) -> None:
         if self.conn is not None and not self.conn.closed:
             await self.conn.commit()
             await self.conn.close()
+
+
+async def _until_sessions(condition: str, done, failure: str, timeout: float) -> None:
+    """Poll how many sessions of the test database match `condition` until `done(count)`."""
+    async with await psycopg.AsyncConnection.connect(database_url(), autocommit=True) as probe:
+        deadline = time.monotonic() + timeout
+        while True:
+            cursor = await probe.execute(
+                f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {condition}"
+            )
+            if done((await cursor.fetchone())[0]):
+                return
+            assert time.monotonic() < deadline, failure
+            await asyncio.sleep(0.02)  # polling the database, not waiting for time to pass
 
 
 async def _wait_until_draining(probe: Device, timeout: float = 10) -> None:
