@@ -61,9 +61,10 @@ async def connection() -> AsyncIterator[psycopg.AsyncConnection]:
     conn = await connections_of_loop.take()
     try:
         yield conn
-    except psycopg.Error as error:
+    except psycopg.Error:
         connections_of_loop.give_back(conn)
-        raise django_error(error) from error
+        with _as_djangos():
+            raise
     except BaseException:
         # Cancelled (or failed) with a statement possibly in flight: its state
         # is unknown, so the connection goes.
@@ -73,22 +74,11 @@ async def connection() -> AsyncIterator[psycopg.AsyncConnection]:
         connections_of_loop.give_back(conn)
 
 
-def django_error(error: psycopg.Error) -> utils.Error:
-    """The Django exception the ORM raises for psycopg's `error`
-    (django.db.utils.DatabaseErrorWrapper's mapping)."""
-    for django_type in (
-        utils.DataError,
-        utils.OperationalError,
-        utils.IntegrityError,
-        utils.InternalError,
-        utils.ProgrammingError,
-        utils.NotSupportedError,
-        utils.DatabaseError,
-        utils.InterfaceError,
-    ):
-        if isinstance(error, getattr(psycopg, django_type.__name__)):
-            return django_type(*error.args)
-    return utils.Error(*error.args)
+def _as_djangos():
+    """Django's own mapping of psycopg's exceptions to django.db's, as the
+    ORM raises them (the loop thread's connection wrapper only notes that an
+    error occurred; it holds no connection)."""
+    return connections["default"].wrap_database_errors
 
 
 class LoopConnections:
@@ -158,18 +148,17 @@ class LoopConnections:
     async def _connect(self) -> psycopg.AsyncConnection:
         conn = None
         try:
-            conn = await psycopg.AsyncConnection.connect(**_connection_parameters(), autocommit=True)
-            self.all.add(conn)
-            metrics.DB_LOOP_CONNECTIONS.inc()
-            timezone_name = connections["default"].timezone_name  # as Django sets its own
-            if conn.info.parameter_status("TimeZone") != timezone_name:
-                await conn.execute("SELECT set_config('TimeZone', %s, false)", [timezone_name])
-            return conn
-        except BaseException as error:
+            with _as_djangos():
+                conn = await psycopg.AsyncConnection.connect(**_connection_parameters(), autocommit=True)
+                self.all.add(conn)
+                metrics.DB_LOOP_CONNECTIONS.inc()
+                timezone_name = connections["default"].timezone_name  # as Django sets its own
+                if conn.info.parameter_status("TimeZone") != timezone_name:
+                    await conn.execute("SELECT set_config('TimeZone', %s, false)", [timezone_name])
+                return conn
+        except BaseException:
             if conn is not None:
                 self._close(conn)
-            if isinstance(error, psycopg.Error):
-                raise django_error(error) from error
             raise
 
 
