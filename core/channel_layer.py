@@ -27,6 +27,10 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError
 
+from observability import metrics
+
+from .layer_receivers import Receivers
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,6 +46,7 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         self.pool_timeout = pool_timeout
         self._last_score = 0.0  # of the last message group_send_many sent
         super().__init__(*args, **kwargs)
+        self.receivers = Receivers(self)
 
     def create_pool(self, index):
         host = dict(self.hosts[index])
@@ -61,8 +66,10 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         """`group_add` of the channel to each group, in one round trip per
         Redis shard: every connection joins groups of its own, so a connect
         storm asks for thousands of joins at once (gateway.layer_groups
-        gathers them)."""
+        gathers them). The channel registers as a receiver first, and the
+        first join waits a moment after that (core.layer_receivers)."""
         assert self.require_valid_channel_name(channel), "Channel name not valid"
+        await self.receivers.ready_to_join(channel)
         now = time.time()
         for index, shard_groups in self._by_shard(groups).items():
             async with self.connection(index).pipeline(transaction=False) as pipe:
@@ -71,6 +78,17 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
                     pipe.zadd(group_key, {channel: now})
                     pipe.expire(group_key, self.group_expiry)
                 await pipe.execute()
+
+    async def renew_receiver(self, channel: str) -> bool:
+        """Renew the channel's registration as a receiver (core.layer_receivers):
+        a channel in groups must, every RENEW_SECONDS. True if it was lost, or
+        never made: publishes may have skipped the channel meanwhile."""
+        return await self.receivers.renew(channel)
+
+    def forget_receiver(self, channel: str) -> None:
+        """After an outage: the channel's next join registers it anew (Redis
+        may have lost the registration) and waits before joining."""
+        self.receivers.forget(channel)
 
     async def group_discard_many(self, groups, channel) -> None:
         """`group_discard` of the channel from each group, in one round trip per Redis shard."""
@@ -101,8 +119,15 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         A channel pops its messages by score (equal scores would come out
         sorted by their bytes), so every message this process sends is scored
         at least a microsecond after the one before: a channel receives them
-        in the order they were sent."""
+        in the order they were sent.
+
+        When no channel but `skip_channel` receives from any group (one server
+        process), there is nobody to send to, and no members to read
+        (core.layer_receivers)."""
         if not messages:
+            return
+        if not await self.receivers.any_other_than(skip_channel):
+            metrics.LAYER_LONE_PUBLISHES.inc()
             return
         now = time.time()
         members = await self._members_of([group for group, _ in messages], now)

@@ -227,6 +227,9 @@ class Hub:
         metrics.LAYER_ERRORS.labels(doing.split()[0]).inc()
         metrics.LAYER_UP.set(0)
         self._routed_since.clear()  # messages may have been lost, the groups forgotten
+        forget_receiver = getattr(self.layer, "forget_receiver", None)
+        if forget_receiver is not None:  # and the registration as a receiver (core.layer_receivers)
+            forget_receiver(self.channel)
         if not self.layer_down:
             logger.warning("channel layer failed while %s (%s); live delivery paused, retrying", doing, error)
         self.layer_down = True

@@ -1,6 +1,6 @@
 """The hub's periodic work: closing connections whose heartbeat stopped,
-refreshing group membership, reconciling streams with the log, and keeping
-this server's devices present."""
+refreshing group membership and the hub's registration as a receiver,
+reconciling streams with the log, and keeping this server's devices present."""
 
 import asyncio
 import logging
@@ -10,6 +10,7 @@ from django.conf import settings
 
 from conversations.selectors import last_seqs
 from core.db import on_db_pool
+from core.layer_receivers import RENEW_SECONDS
 from devices.selectors import revoked_among
 from presence import live as presence
 
@@ -26,6 +27,8 @@ load_revoked = on_db_pool(revoked_among)
 def start(hub) -> None:
     hub.spawn(sweep_heartbeats(hub))
     hub.spawn(refresh_groups(hub))
+    if hasattr(hub.layer, "renew_receiver"):
+        hub.spawn(keep_registered(hub))
     hub.spawn(reconcile(hub))
     hub.spawn(keep_present(hub))
 
@@ -49,6 +52,27 @@ async def refresh_groups(hub) -> None:
             await hub.rejoin_all()
         except Exception:
             logger.exception("refreshing group membership failed")
+
+
+class RegistrationLost(Exception):
+    """Redis no longer had the hub's registration as a receiver."""
+
+
+async def keep_registered(hub) -> None:
+    """Renew the hub's channel as a receiver (core.layer_receivers). If the
+    registration was lost (Redis restarted, or the process stalled for most
+    of its TTL), a lone process elsewhere may have skipped this one's groups:
+    recover as after an outage (join every group again, after the wait, and
+    refill the streams from the log)."""
+    while True:
+        await asyncio.sleep(RENEW_SECONDS)
+        try:
+            lost = await hub.layer.renew_receiver(hub.channel)
+        except Exception as error:
+            hub.layer_failed("renewing the registration", error)
+            continue
+        if lost:
+            hub.layer_failed("renewing the registration", RegistrationLost("it was registered anew"))
 
 
 async def reconcile(hub) -> None:

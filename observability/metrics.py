@@ -161,6 +161,10 @@ LAYER_ERRORS = counter(
 )
 LAYER_RECOVERIES = counter("realtime_layer_recoveries_total", "Times the hub found the channel layer back.")
 LAYER_UP = gauge("realtime_layer_up", "1 while the hub's channel layer answers, 0 during an outage.")
+LAYER_LONE_PUBLISHES = counter(
+    "realtime_layer_lone_publishes_total",
+    "Publishes that skipped reading their groups' members: no other process receives (core/layer_receivers.py).",
+)
 DRAINING = gauge("realtime_draining", "1 once the process got SIGTERM and is closing its connections.")
 
 # The event loop's own PostgreSQL connections, for sends (core/loop_db.py)
