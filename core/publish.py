@@ -185,15 +185,17 @@ async def _publish_line(conversation_id: int) -> None:
 
 async def _publish_together(batch: list[tuple[Event, list[str], Future]]) -> None:
     try:
-        if len(batch) == 1:
-            event, groups, _ = batch[0]
-            await asyncio.wait_for(send_async(event, groups), PUBLISH_TIMEOUT_SECONDS)
-            return
-        by_group: dict[str, list[Event]] = {}
-        for event, groups, _ in batch:
-            for group in groups:
-                by_group.setdefault(group, []).append(event)
-        await asyncio.wait_for(send_batches_async(by_group), PUBLISH_TIMEOUT_SECONDS)
+        # asyncio.timeout, not wait_for: no task of its own per publish.
+        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+            if len(batch) == 1:
+                event, groups, _ = batch[0]
+                await send_async(event, groups)
+                return
+            by_group: dict[str, list[Event]] = {}
+            for event, groups, _ in batch:
+                for group in groups:
+                    by_group.setdefault(group, []).append(event)
+            await send_batches_async(by_group)
     except TimeoutError:  # a hung layer must not hold up the conversation's next changes
         metrics.PUBLISH_ERRORS.inc()
         logger.warning("publishing %d change(s) timed out; the log has them", len(batch))

@@ -120,3 +120,38 @@ async def test_the_hub_knows_since_when_a_group_is_routed_here_and_what_it_dispa
     monkeypatch.setattr(hub, "_recover", lambda: asyncio.sleep(0))
     hub.layer_failed("receiving", ConnectionError("redis went away"))
     assert hub.read_floor("conversation.1")[0] is None  # messages may have been lost meanwhile
+
+
+class HangsOnce:
+    """A layer whose first send never returns (a Redis that stopped answering)."""
+
+    def __init__(self):
+        self.calls = 0
+        self.sent: list[list[int]] = []
+        self.hanging = asyncio.Event()
+
+    async def group_send_many(self, messages, skip_channel=None):
+        self.calls += 1
+        if self.calls == 1:
+            self.hanging.set()
+            await asyncio.Event().wait()
+        self.sent.append([message["seq"] for _, message in messages])
+
+
+async def test_a_hung_publish_gives_way_to_the_conversations_next_change_after_the_timeout(monkeypatch):
+    from concurrent.futures import Future
+
+    from observability import metrics
+
+    monkeypatch.setattr(publish, "PUBLISH_TIMEOUT_SECONDS", 0.1)
+    layer = HangsOnce()
+    monkeypatch.setattr(publish, "get_channel_layer", lambda: layer)
+    errors_before = metrics.PUBLISH_ERRORS._value.get()
+    first, second = Future(), Future()
+    publish._publish_in_turn(event(1), ["conversation.1"], first)
+    await layer.hanging.wait()
+    publish._publish_in_turn(event(2), ["conversation.1"], second)  # waits behind the hung one
+    await asyncio.wait_for(asyncio.wrap_future(second), 5)
+    assert first.done()
+    assert layer.sent == [[2]]  # the first was given up, the second went
+    assert metrics.PUBLISH_ERRORS._value.get() == errors_before + 1
