@@ -56,12 +56,14 @@ class DeviceConnection:
         self._delivered_ids = RecentIds()
         self.inbox = Inbox(self, hub.user_buckets.attach(self.user_id))
         self.dropped_frames = 0  # state events not sent because the client was not reading
+        self._max_outbound_bytes = settings.WS_MAX_OUTBOUND_BYTES  # read once: send_text runs per delivery
 
     def __repr__(self) -> str:
         return f"<DeviceConnection device={self.device_id} user={self.user_id}>"
 
-    async def send_text(self, text: str, *, droppable: bool = False) -> None:
-        """Send a frame, unless the client has stopped reading.
+    async def send_text(self, text: str, *, droppable: bool = False, committed_at: float | None = None) -> None:
+        """Send a frame, unless the client has stopped reading (`committed_at`:
+        a live change's commit time, for the delivery latency).
 
         Past half of WS_MAX_OUTBOUND_BYTES unread, `droppable` frames (typing,
         presence, receipts: state the next update or a snapshot brings back)
@@ -71,11 +73,11 @@ class DeviceConnection:
         if self.closed:
             return
         queued = transport.queued_bytes(self.transport)
-        if queued > settings.WS_MAX_OUTBOUND_BYTES // 2 and droppable:
+        if queued > self._max_outbound_bytes // 2 and droppable:
             self.dropped_frames += 1
             metrics.FRAMES_DROPPED.inc()
             return
-        if queued > settings.WS_MAX_OUTBOUND_BYTES:
+        if queued > self._max_outbound_bytes:
             logger.warning("device %s is not reading (%d bytes queued); closing", self.device_id, queued)
             await self.close(close_codes.TOO_FAR_BEHIND, "too slow; reconnect and sync")
             transport.abort(self.transport)
@@ -83,7 +85,7 @@ class DeviceConnection:
         written = self.outbound.send(text)
         if not written:
             await self.consumer.send(text_data=text)
-        metrics.frame_out(text, written)
+        metrics.frame_out(text, written, committed_at)
 
     def sending_together(self):
         """A context in which the frames sent go out in one write at its end

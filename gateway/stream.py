@@ -125,9 +125,7 @@ class ConversationStream:
 
     async def _emit(self, seq: int, text: str, kind: str, meta: dict) -> None:
         self.cursor = seq
-        await self.connection.send_text(text)
-        if "committed_at" in meta and not self.connection.closed:  # live events carry their commit time
-            metrics.delivered_live(meta["committed_at"])
+        await self.connection.send_text(text, committed_at=meta.get("committed_at"))  # live events carry it
         removed_me = kind == Change.Kind.MEMBER_REMOVED and meta.get("user_id") == self.connection.user_id
         if removed_me or (self.until is not None and seq >= self.until):
             self.connection.untrack(self.conversation_id)

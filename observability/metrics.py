@@ -255,39 +255,48 @@ _EVENT_PREFIX = '{"type":"event","kind":"'
 _FRAME_LABELS_MAX = 200  # server-made labels are a small set; this only guards against a bug
 
 
-def frame_out(text: str, wire_bytes: int = 0) -> None:
-    """A frame was handed to the transport (`wire_bytes`: what was written for it, when known).
+def frame_out(text: str, wire_bytes: int = 0, committed_at: float | None = None) -> None:
+    """A frame was handed to the transport (`wire_bytes`: what was written for
+    it, when known); for a live change's frame, `committed_at` is its commit
+    time, and DELIVERY_LATENCY observes the time from it.
 
     On an event loop the frame is tallied in plain numbers (`_LoopTally`):
-    a hub's dispatch of one event to a thousand connections costs three
-    locked counter increments instead of three thousand."""
+    a hub's dispatch of one event to a thousand connections costs a few
+    locked counter increments instead of thousands, and the labels of the
+    one frame text it sends to all of them are read once."""
+    tally = _tally_on_loop()
+    if tally is None:
+        key, size = _key_and_size(text)
+        _count_frames_out(key, 1)
+        _count_bytes_out(size, wire_bytes)
+        if committed_at is not None:
+            DELIVERY_LATENCY.observe(since(committed_at))
+        return
+    if text is tally.last_text:
+        key, size = tally.last_key, tally.last_size
+    else:
+        key, size = _key_and_size(text)
+        tally.last_text, tally.last_key, tally.last_size = text, key, size
+    tally.frames[key] = tally.frames.get(key, 0) + 1
+    tally.bytes += size
+    tally.wire_bytes += wire_bytes
+    if committed_at is not None:
+        seconds = since(committed_at)
+        if tally.latency_counts is None:
+            DELIVERY_LATENCY.observe(seconds)
+            return
+        # The bucket Histogram.observe picks: the first whose bound is >= seconds.
+        tally.latency_counts[bisect.bisect_left(_delivery_bounds, seconds)] += 1
+        tally.latency_sum += seconds
+
+
+def _key_and_size(text: str) -> tuple[str, int]:
+    """The frame's label key (its text up to its type, or its kind for an event) and its size in bytes."""
     if text.startswith(_EVENT_PREFIX):
         key = text[: text.find('"', len(_EVENT_PREFIX))]
     else:
         key = text[: text.find('"', len(_TYPE_PREFIX))]
-    size = len(text) if text.isascii() else len(text.encode())
-    tally = _tally_on_loop()
-    if tally is None:
-        _count_frames_out(key, 1)
-        _count_bytes_out(size, wire_bytes)
-        return
-    tally.frames[key] = tally.frames.get(key, 0) + 1
-    tally.bytes += size
-    tally.wire_bytes += wire_bytes
-
-
-def delivered_live(committed_at: float) -> None:
-    """A live change's frame went to a device: DELIVERY_LATENCY from its commit,
-    tallied on the loop like the frames out (a histogram's observation is two
-    locked increments, once per delivery)."""
-    seconds = since(committed_at)
-    tally = _tally_on_loop()
-    if tally is None or tally.latency_counts is None:
-        DELIVERY_LATENCY.observe(seconds)
-        return
-    # The bucket Histogram.observe picks: the first whose bound is >= seconds.
-    tally.latency_counts[bisect.bisect_left(_delivery_bounds, seconds)] += 1
-    tally.latency_sum += seconds
+    return key, len(text) if text.isascii() else len(text.encode())
 
 
 class _LoopTally:
@@ -295,7 +304,18 @@ class _LoopTally:
     touched on that loop only, and put into the metrics once, at its next turn
     (so they are behind by at most that turn)."""
 
-    __slots__ = ("frames", "bytes", "wire_bytes", "latency_counts", "latency_sum", "loop", "flushed")
+    __slots__ = (
+        "frames",
+        "bytes",
+        "wire_bytes",
+        "latency_counts",
+        "latency_sum",
+        "loop",
+        "flushed",
+        "last_text",
+        "last_key",
+        "last_size",
+    )
 
     def __init__(self, loop):
         self.loop = loop
@@ -306,6 +326,10 @@ class _LoopTally:
         self.latency_counts = [0] * len(_delivery_bounds) if _delivery_bounds else None
         self.latency_sum = 0.0
         self.flushed = False
+        # The last frame's text and its labels: a fan-out sends one text to every connection.
+        self.last_text: str | None = None
+        self.last_key = ""
+        self.last_size = 0
 
     def flush(self) -> None:
         global _tally

@@ -97,7 +97,7 @@ class FakeStreamConnection:
         self.untracked: list[int] = []
         self.stream = None
 
-    async def send_text(self, text: str) -> None:
+    async def send_text(self, text: str, *, committed_at: float | None = None) -> None:
         self.sent.append(text)
 
     def untrack(self, conversation_id: int) -> None:

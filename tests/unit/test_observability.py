@@ -70,21 +70,26 @@ def test_quantiles_of_cumulative_buckets():
 
 def test_frames_out_on_a_loop_reach_the_counters_together_at_its_next_turn():
     created = metrics.FRAMES_OUT.labels("event", "message.created")
+    edited = metrics.FRAMES_OUT.labels("event", "message.edited")
     text = '{"type":"event","kind":"message.created","conversation_id":1,"seq":2,"payload":{}}'
+    other = '{"type":"event","kind":"message.edited","conversation_id":1,"seq":3,"payload":{"body":"é"}}'
 
     async def fan_out():
-        before, bytes_before = created._value.get(), metrics.BYTES_OUT._value.get()
-        for _ in range(1000):
+        before = created._value.get(), edited._value.get(), metrics.BYTES_OUT._value.get()
+        for n in range(1000):
             metrics.frame_out(text, 50)
-        assert created._value.get() == before, "tallied, not counted one by one"
+            if n % 100 == 0:  # another frame between the fan-out's: its own labels and size
+                metrics.frame_out(other, 60)
+        assert created._value.get() == before[0], "tallied, not counted one by one"
         await asyncio.sleep(0)
-        return before, bytes_before
+        return before
 
     wire_before = metrics.BYTES_OUT_WIRE._value.get()
-    before, bytes_before = asyncio.run(fan_out())
-    assert created._value.get() == before + 1000
-    assert metrics.BYTES_OUT._value.get() == bytes_before + 1000 * len(text)
-    assert metrics.BYTES_OUT_WIRE._value.get() == wire_before + 1000 * 50
+    created_before, edited_before, bytes_before = asyncio.run(fan_out())
+    assert created._value.get() == created_before + 1000
+    assert edited._value.get() == edited_before + 10
+    assert metrics.BYTES_OUT._value.get() == bytes_before + 1000 * len(text) + 10 * len(other.encode())
+    assert metrics.BYTES_OUT_WIRE._value.get() == wire_before + 1000 * 50 + 10 * 60
 
 
 def histogram_samples(histogram) -> dict:
@@ -105,7 +110,7 @@ def test_live_delivery_latencies_on_a_loop_land_in_the_buckets_observe_would_pic
 
     async def deliver():
         for seconds in latencies:
-            metrics.delivered_live(seconds)
+            metrics.frame_out('{"type":"event","kind":"message.created"}', 0, seconds)
         assert histogram_samples(metrics.DELIVERY_LATENCY) == before, "tallied until the loop's next turn"
         await asyncio.sleep(0)
 
