@@ -166,6 +166,9 @@ class DeviceConnection:
                 await self.send_text(message["text"], droppable=True)
         elif not self.synced:
             self._hold(message)
+        elif (stream := self.streams.get(conversation_id)) is not None:
+            # A followed conversation, the usual case: straight to its stream (per delivery, one coroutine less).
+            await stream.offer(seq, message["text"], kind, message.get("meta") or {})
         else:
             await self._offer(message)
 

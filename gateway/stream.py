@@ -62,7 +62,8 @@ class ConversationStream:
             return
         if self.live and self._refill is None and seq == self.cursor + 1:
             await self._emit(seq, text, kind, meta)
-            await self._release_held()
+            if self._held:  # the usual live event finds none: no coroutine to run per delivery
+                await self._release_held()
             if not self._held:
                 self._cancel_gap_timer()
             return
