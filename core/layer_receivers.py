@@ -4,7 +4,7 @@ reading a group's members before every publish.
 A publish through `group_send_many` first reads each group's members from
 Redis, to send to every member but the publisher's own hub (which took the
 event directly). With one server process there is never another member, yet
-that read was an eighth of the server's time per message. Here every channel
+that read was a ninth of the server's time per message. Here every channel
 that joins a group is registered first (a sorted set of channel names, scored
 by when each was last renewed), and a publisher that finds no registered
 channel but its own skips the members read for the next CHECK_SECONDS.
