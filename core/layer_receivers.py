@@ -56,6 +56,8 @@ class Receivers:
         # may join groups, monotonic time of its last renewal).
         self._registered: dict[str, tuple[float, float]] = {}
         self._registering: dict[str, asyncio.Future] = {}
+        # Channels whose registration a join found lost: the next `renew` reports it.
+        self._lost: set[str] = set()
         # The last read that found no receiver but this channel: (channel, trusted until).
         self._alone: tuple[str | None, float] | None = None
 
@@ -75,7 +77,8 @@ class Receivers:
                 continue
             pending = self._registering[channel] = asyncio.get_running_loop().create_future()
             try:
-                await self.renew(channel)
+                if await self._register(channel) and registered is not None:
+                    self._lost.add(channel)  # for the channel's owner, whose renewal would miss it now
             finally:
                 del self._registering[channel]
                 pending.set_result(None)
@@ -86,9 +89,18 @@ class Receivers:
     async def renew(self, channel: str) -> bool:
         """Renew `channel`'s registration. True if it is new: never made from
         this process, lost by Redis, or not renewed for so long that others may
-        have dropped it. A new registration may join groups only WAIT_SECONDS
-        later (`ready_to_join` waits for that), and a channel that was in
-        groups meanwhile may have missed what was published to them."""
+        have dropped it; or if a join since the last renewal found it so. A new
+        registration may join groups only WAIT_SECONDS later (`ready_to_join`
+        waits for that), and a channel that was in groups meanwhile may have
+        missed what was published to them."""
+        new = await self._register(channel)
+        if channel in self._lost:
+            self._lost.discard(channel)
+            return True
+        return new
+
+    async def _register(self, channel: str) -> bool:
+        """Add or renew the registration in Redis; True if it is new (see `renew`)."""
         self._forget_stale()
         added = await self._redis().zadd(self.key, {channel: time.time()})
         now = time.monotonic()
@@ -114,6 +126,7 @@ class Receivers:
         """Count `channel` as unregistered here (Redis may have lost it in an
         outage): its next join registers it anew, and waits."""
         self._registered.pop(channel, None)
+        self._lost.discard(channel)  # its owner is recovering already
 
     def _forget_stale(self) -> None:
         """Forget the registrations this process stopped renewing for half

@@ -127,6 +127,21 @@ async def test_renewing_reports_a_lost_registration_and_the_next_join_waits_agai
     await one.flush()
 
 
+async def test_a_loss_a_join_finds_while_renewing_is_reported_by_the_next_renewal(prefix):
+    one = process(prefix)
+    hub = await one.new_channel()
+    await one.group_add("room", hub)
+    await one.connection(0).delete(one.receivers.key)  # Redis lost it, unnoticed so far
+    ready_at, _ = one.receivers._registered[hub]
+    one.receivers._registered[hub] = (ready_at, time.monotonic() - layer_receivers.RENEW_SECONDS)  # renewal due
+    started = time.monotonic()
+    await one.group_add("another-room", hub)  # the join renews, finds it gone, and waits
+    assert time.monotonic() - started >= layer_receivers.WAIT_SECONDS * 0.9
+    assert await one.renew_receiver(hub) is True  # the hub learns it, and recovers
+    assert await one.renew_receiver(hub) is False
+    await one.flush()
+
+
 async def test_after_an_outage_the_next_join_registers_anew_and_waits(prefix):
     one = process(prefix)
     hub = await one.new_channel()
@@ -144,14 +159,14 @@ async def test_concurrent_first_joins_register_once_and_all_wait(prefix, monkeyp
     one = process(prefix)
     hub = await one.new_channel()
     renewals = 0
-    renew = one.receivers.renew
+    register = one.receivers._register
 
     async def counted(channel):
         nonlocal renewals
         renewals += 1
-        return await renew(channel)
+        return await register(channel)
 
-    monkeypatch.setattr(one.receivers, "renew", counted)
+    monkeypatch.setattr(one.receivers, "_register", counted)
     started = time.monotonic()
     await asyncio.gather(*(one.group_add(f"room{i}", hub) for i in range(5)))
     assert time.monotonic() - started >= layer_receivers.WAIT_SECONDS
