@@ -135,20 +135,13 @@ def _hand_over(item: tuple[Event, list[str]], done: Future) -> None:
             return
         except RuntimeError:  # the loop closed just now: publish as without one
             pass
-    if _running_loop() is not None:  # filled on a loop (a send on its own connection): publish there
+    if server_loop.running() is not None:  # filled on a loop (a send on its own connection): publish there
         _publish_in_turn(event, groups, done)
         return
     try:
         send_now(event, groups)
     finally:
         done.set_result(None)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 conversation_lines = PublishLines(_hand_over, stale_after=PUBLISH_TIMEOUT_SECONDS, order_of=lambda item: item[0].seq)

@@ -24,8 +24,13 @@ def get() -> asyncio.AbstractEventLoop | None:
     return None if loop is None or loop.is_closed() else loop
 
 
-def on_this_thread(loop: asyncio.AbstractEventLoop) -> bool:
+def running() -> asyncio.AbstractEventLoop | None:
+    """The loop running on this thread, if any."""
     try:
-        return asyncio.get_running_loop() is loop
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return False
+        return None
+
+
+def on_this_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    return running() is loop

@@ -270,7 +270,7 @@ def frame_out(text: str, wire_bytes: int = 0, committed_at: float | None = None)
         _count_frames_out(key, 1)
         _count_bytes_out(size, wire_bytes)
         if committed_at is not None:
-            DELIVERY_LATENCY.observe(since(committed_at))
+            _delivered(None, committed_at)
         return
     if text is tally.last_text:
         key, size = tally.last_key, tally.last_size
@@ -281,13 +281,19 @@ def frame_out(text: str, wire_bytes: int = 0, committed_at: float | None = None)
     tally.bytes += size
     tally.wire_bytes += wire_bytes
     if committed_at is not None:
-        seconds = since(committed_at)
-        if tally.latency_counts is None:
-            DELIVERY_LATENCY.observe(seconds)
-            return
-        # The bucket Histogram.observe picks: the first whose bound is >= seconds.
-        tally.latency_counts[bisect.bisect_left(_delivery_bounds, seconds)] += 1
-        tally.latency_sum += seconds
+        _delivered(tally, committed_at)
+
+
+def _delivered(tally: "_LoopTally | None", committed_at: float) -> None:
+    """DELIVERY_LATENCY from a live change's commit, tallied on the loop where
+    there is a tally (a histogram's observation is two locked increments)."""
+    seconds = since(committed_at)
+    if tally is None or tally.latency_counts is None:
+        DELIVERY_LATENCY.observe(seconds)
+        return
+    # The bucket Histogram.observe picks: the first whose bound is >= seconds.
+    tally.latency_counts[bisect.bisect_left(_delivery_bounds, seconds)] += 1
+    tally.latency_sum += seconds
 
 
 def _key_and_size(text: str) -> tuple[str, int]:
